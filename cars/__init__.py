@@ -1,0 +1,1 @@
+"""A transfer-learning study of Xception on Stanford Cars, on Ray."""

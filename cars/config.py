@@ -1,0 +1,176 @@
+"""Typed configuration of a training run, validated when it is built.
+
+Configs are frozen dataclasses; they become plain dicts only at the Ray
+boundary (``to_dict`` / ``from_dict``), so that every worker rebuilds and
+re-validates the same typed object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Self
+
+METRIC = "val_acc"
+MODE = "max"
+
+REGIMES = ("scratch", "frozen", "finetune")
+AUGMENTS = ("none", "basic", "strong")
+OPTIMIZERS = ("adamw", "sgd")
+NUM_BLOCKS = 14
+
+
+class ConfigError(ValueError):
+    """A configuration value that is out of range, with the field and what is allowed."""
+
+
+def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is not valid: {allowed}")
+
+
+def resolve_trainable_blocks(regime: str, trainable_blocks: int | None) -> int:
+    """The number of Keras Xception blocks a regime trains, counted from the end.
+
+    ``scratch`` always trains all 14, ``frozen`` none; ``finetune`` defaults to
+    the last block.
+    """
+    _require(regime in REGIMES, "regime", regime, f"one of {', '.join(REGIMES)}")
+    if regime == "scratch":
+        return NUM_BLOCKS
+    if regime == "frozen":
+        return 0
+    if trainable_blocks is None:
+        return 1
+    _require(
+        isinstance(trainable_blocks, int) and 0 <= trainable_blocks <= NUM_BLOCKS,
+        "trainable_blocks",
+        trainable_blocks,
+        f"an integer from 0 to {NUM_BLOCKS}",
+    )
+    return trainable_blocks
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run (a Ray Train run, or a sweep trial) needs.
+
+    ``batch_size`` is the global batch: each of ``num_workers`` workers takes
+    ``batch_size / num_workers`` images per step, so results stay comparable
+    across cluster sizes.
+    """
+
+    data: str
+    regime: str = "finetune"
+    trainable_blocks: int | None = None
+    weights: str | None = None
+    lr: float = 1e-3
+    backbone_lr_mult: float = 0.1
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    label_smoothing: float = 0.1
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    augment: str = "basic"
+    bbox_crop: bool = False
+    bbox_margin: float = 0.1
+    image_size: int = 299
+    epochs: int = 30
+    batch_size: int = 32
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    loader_workers: int | None = None
+    compile: bool = False
+    seed: int = 0
+    max_failures: int = 0
+    checkpoints_to_keep: int = 2
+
+    def __post_init__(self) -> None:
+        _require(bool(self.data), "data", self.data, "the path or URI of a prepared data set")
+        blocks = resolve_trainable_blocks(self.regime, self.trainable_blocks)
+        object.__setattr__(self, "trainable_blocks", blocks)
+        if self.weights is not None and self.weights.lower() == "none":
+            object.__setattr__(self, "weights", None)
+        _require(
+            not (self.regime == "scratch" and self.weights is not None),
+            "weights",
+            self.weights,
+            "regime 'scratch' trains from random weights; leave weights unset or 'none'",
+        )
+        _require(self.lr > 0, "lr", self.lr, "a positive learning rate")
+        _require(
+            0 < self.backbone_lr_mult <= 1,
+            "backbone_lr_mult",
+            self.backbone_lr_mult,
+            "a multiplier in (0, 1] applied to pretrained blocks' learning rate",
+        )
+        _require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "zero or more")
+        _require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
+        _require(0 <= self.momentum < 1, "momentum", self.momentum, "a value in [0, 1)")
+        _require(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "zero or more")
+        _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio, "in [0, 1]")
+        _require(
+            0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1)"
+        )
+        _require(self.mixup >= 0, "mixup", self.mixup, "a Beta alpha >= 0 (0 turns it off)")
+        _require(self.cutmix >= 0, "cutmix", self.cutmix, "a Beta alpha >= 0 (0 turns it off)")
+        _require(self.augment in AUGMENTS, "augment", self.augment, f"one of {AUGMENTS}")
+        _require(0 <= self.bbox_margin <= 1, "bbox_margin", self.bbox_margin, "in [0, 1]")
+        _require(
+            self.image_size >= 32, "image_size", self.image_size, "at least 32 pixels"
+        )
+        _require(self.epochs >= 1, "epochs", self.epochs, "at least 1")
+        _require(self.num_workers >= 1, "num_workers", self.num_workers, "at least 1")
+        _require(
+            self.batch_size >= self.num_workers,
+            "batch_size",
+            self.batch_size,
+            f"the global batch, at least one image per worker ({self.num_workers})",
+        )
+        _require(self.cpus_per_worker > 0, "cpus_per_worker", self.cpus_per_worker, "above 0")
+        _require(
+            self.loader_workers is None or self.loader_workers >= 0,
+            "loader_workers",
+            self.loader_workers,
+            "zero or more, or unset for a default",
+        )
+        _require(self.max_failures >= -1, "max_failures", self.max_failures, "-1 (forever) or more")
+        _require(
+            self.checkpoints_to_keep >= 1,
+            "checkpoints_to_keep",
+            self.checkpoints_to_keep,
+            "at least 1",
+        )
+
+    @property
+    def batch_size_per_worker(self) -> int:
+        """Images per step on each worker."""
+        return max(1, self.batch_size // self.num_workers)
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the run starts from pretrained weights."""
+        return self.weights is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict, for Ray's configs and checkpoints."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        """Rebuild (and re-validate) a config; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(names)}"
+            )
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some fields changed, validated again."""
+        return dataclasses.replace(self, **changes)
