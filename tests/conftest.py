@@ -8,9 +8,45 @@ import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
 
+# The tiny synthetic sets of the fixtures: 4 classes of 12 training and 4 test
+# images each; a quarter of training is held out, so every split has every class
+# (train 36 = 9 per class, val 12 = 3 per class, test 16 = 4 per class).
+TINY_SET = {"num_classes": 4, "train_per_class": 12, "test_per_class": 4, "seed": 0}
+TINY_VAL_FRACTION = 0.25
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         kind = Path(str(item.fspath)).resolve().relative_to(TESTS_DIR).parts[0]
         if kind in ("unit", "integration"):
             item.add_marker(getattr(pytest.mark, kind))
+
+
+@pytest.fixture(scope="session")
+def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A raw synthetic Stanford Cars folder (devkit layout, test labels included)."""
+    from cars.data import write_synthetic_cars
+
+    return write_synthetic_cars(tmp_path_factory.mktemp("synthetic") / "cars", **TINY_SET)
+
+
+@pytest.fixture(scope="session")
+def prepared_set(synthetic_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The prepared set of ``synthetic_source``: train 36, val 12, test 16 images, 4 classes."""
+    from cars.data import prepare_dataset
+
+    out = tmp_path_factory.mktemp("prepared") / "synthetic-target"
+    prepare_dataset(synthetic_source, out, val_fraction=TINY_VAL_FRACTION, progress=False, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared_source_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared set of 4 source classes, disjoint from ``prepared_set``'s, for pretraining."""
+    from cars.data import prepare_synthetic
+
+    out = tmp_path_factory.mktemp("prepared") / "synthetic-source"
+    prepare_synthetic(
+        out, **TINY_SET, task="source", val_fraction=TINY_VAL_FRACTION, progress=False
+    )
+    return out

@@ -1,0 +1,108 @@
+"""What a prepared data set is: its files, and ``dataset.json`` as a typed record."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from cars.data.errors import DataError
+from cars.storage import exists, join_path, read_text
+
+FORMAT = "cars-prepared-v1"
+DATASET_FILE = "dataset.json"
+SPLITS = ("train", "val", "test")
+
+
+def split_file(split: str) -> str:
+    """The file name of a split's table."""
+    if split not in SPLITS:
+        raise DataError(f"split={split!r} is not valid: one of {', '.join(SPLITS)}")
+    return f"{split}.parquet"
+
+
+def require_prepared_file(path: str, name: str) -> str:
+    """The full path of file ``name`` of the prepared set at ``path``, which must exist.
+
+    Raises:
+        DataError: naming the missing folder or file and how to create the set.
+    """
+    hint = (
+        f"create it with `python jobs/prepare.py --source DIR --out {path}` "
+        f"(or `--synthetic --out {path}`)"
+    )
+    if not exists(path):
+        raise DataError(f"prepared data set {path} does not exist; {hint}")
+    full = join_path(path, name)
+    if not exists(full):
+        raise DataError(f"{path} is not a prepared data set: {name} is missing; {hint}")
+    return full
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """The contents of ``dataset.json``: what a prepared set holds and how it was made."""
+
+    name: str
+    layout: str
+    source: str
+    class_names: tuple[str, ...]
+    counts: Mapping[str, int]
+    class_counts: Mapping[str, tuple[int, ...]]
+    unlabelled_test: int
+    max_side: int
+    val_fraction: float
+    seed: int
+    bbox_convention: str
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    repaired: Mapping[str, int] = field(default_factory=dict)
+    resized: int = 0
+    reencoded: int = 0
+    problems: tuple[Mapping[str, str], ...] = ()
+    generator: Mapping[str, Any] | None = None
+    format: str = FORMAT
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes (the model's output size)."""
+        return len(self.class_names)
+
+    @property
+    def has_test_labels(self) -> bool:
+        """Whether a test score can be computed: test images exist and all have labels."""
+        return self.counts.get("test", 0) > 0 and self.unlabelled_test == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, as written to ``dataset.json``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Self:
+        """Rebuild from ``dataset.json``'s values; keys of newer versions are ignored."""
+        if values.get("format") != FORMAT:
+            raise DataError(
+                f"{DATASET_FILE} has format {values.get('format')!r}, expected {FORMAT!r}; "
+                "prepare the data set again with this version of jobs/prepare.py"
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        known = {k: v for k, v in values.items() if k in names}
+        known["class_names"] = tuple(known["class_names"])
+        known["class_counts"] = {k: tuple(v) for k, v in known["class_counts"].items()}
+        known["problems"] = tuple(known.get("problems", ()))
+        return cls(**known)
+
+
+def read_dataset_info(path: str | Path) -> DatasetInfo:
+    """Read ``dataset.json`` of the prepared set at ``path`` (a folder or a URI)."""
+    file = require_prepared_file(str(path), DATASET_FILE)
+    try:
+        values = json.loads(read_text(file))
+    except ValueError as error:
+        raise DataError(f"{file} is not valid JSON ({error}); prepare the set again") from error
+    try:
+        return DatasetInfo.from_dict(values)
+    except (KeyError, TypeError) as error:
+        raise DataError(f"{file} lacks or garbles {error}; prepare the set again") from error

@@ -1,0 +1,174 @@
+"""Writing a synthetic Stanford Cars folder (devkit layout) of drawn cars, and
+preparing it as a data set.
+
+The folder has the real data set's files and ``.mat`` structures, test labels
+included (``cars_test_annos_withlabels.mat`` at the root), so every reader and
+job runs on it unchanged. The same arguments give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from cars.data.errors import DataError
+from cars.data.matfiles import build_cell_array, build_struct_array, write_mat_file
+from cars.data.prepare import MAX_SIDE, VAL_FRACTION, PrepareResult, prepare_dataset
+from cars.data.publishing import check_destination
+from cars.data.staging import staged_folder
+from cars.data.synthetic_classes import TASKS, CarDesign, design_classes
+from cars.data.synthetic_drawing import draw_photo
+
+DEFAULT_WIDTHS = (96, 200)
+ASPECT_RANGE = (0.62, 0.8)  # height / width, as in landscape car photos
+JPEG_QUALITY_RANGE = (80, 96)
+_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
+
+
+def _draw_split(
+    folder: Path,
+    designs: list[CarDesign],
+    per_class: int,
+    widths: tuple[int, int],
+    key: list[int],
+) -> list[dict[str, int | str]]:
+    """Draw one split's photos in a seeded class order; its annotation records."""
+    items = [(label, i) for label in range(len(designs)) for i in range(per_class)]
+    order = np.random.default_rng(key).permutation(len(items))
+    records = []
+    for number, index in enumerate(order, start=1):
+        label, i = items[index]
+        rng = np.random.default_rng([*key, label, i])
+        width = int(rng.integers(widths[0], widths[1] + 1))
+        height = round(width * rng.uniform(*ASPECT_RANGE))
+        photo, (x1, y1, x2, y2) = draw_photo(designs[label], rng, width, height)
+        fname = f"{number:05d}.jpg"
+        photo.save(folder / fname, quality=int(rng.integers(*JPEG_QUALITY_RANGE)))
+        # Stanford Cars' corners are 1-based and inclusive.
+        records.append(
+            {"bbox_x1": x1 + 1, "bbox_y1": y1 + 1, "bbox_x2": x2, "bbox_y2": y2}
+            | {"class": label + 1, "fname": fname}
+        )
+    return records
+
+
+def write_synthetic_cars(
+    root: str | Path,
+    *,
+    num_classes: int,
+    train_per_class: int,
+    test_per_class: int,
+    seed: int = 0,
+    task: str = "target",
+    widths: tuple[int, int] = DEFAULT_WIDTHS,
+) -> Path:
+    """Write a synthetic Stanford Cars folder in the devkit layout; returns ``root``.
+
+    Args:
+        root: a new or empty folder.
+        task: ``"target"``, or ``"source"`` for classes disjoint from the target's
+            (to pretrain a model that then transfers).
+        widths: the range of photo widths in pixels; heights are 0.62-0.8 times that.
+    """
+    if train_per_class < 1 or test_per_class < 0:
+        raise DataError(
+            f"train_per_class={train_per_class}, test_per_class={test_per_class} are not "
+            "valid: at least 1 training and 0 test images per class"
+        )
+    if not 32 <= widths[0] <= widths[1]:
+        raise DataError(f"widths={widths} is not valid: (low, high) with 32 <= low <= high")
+    designs = design_classes(num_classes, seed=seed, task=task)
+    root = Path(root)
+    task_id = TASKS.index(task)
+    with staged_folder(root) as staging:
+        for folder in ("cars_train", "cars_test", "devkit"):
+            (staging / folder).mkdir()
+        train = _draw_split(
+            staging / "cars_train", designs, train_per_class, widths, [seed, task_id, 0]
+        )
+        test = _draw_split(
+            staging / "cars_test", designs, test_per_class, widths, [seed, task_id, 1]
+        )
+        devkit = staging / "devkit"
+        names = build_cell_array([d.name for d in designs])
+        write_mat_file(devkit / "cars_meta.mat", {"class_names": names})
+        write_mat_file(
+            devkit / "cars_train_annos.mat", {"annotations": build_struct_array(train, _FIELDS)}
+        )
+        unlabelled = [f for f in _FIELDS if f != "class"]
+        write_mat_file(
+            devkit / "cars_test_annos.mat", {"annotations": build_struct_array(test, unlabelled)}
+        )
+        write_mat_file(
+            staging / "cars_test_annos_withlabels.mat",
+            {"annotations": build_struct_array(test, _FIELDS)},
+        )
+    return root
+
+
+def prepare_synthetic(
+    out: str | Path,
+    *,
+    num_classes: int,
+    train_per_class: int,
+    test_per_class: int,
+    seed: int = 0,
+    task: str = "target",
+    widths: tuple[int, int] = DEFAULT_WIDTHS,
+    source_dir: str | Path | None = None,
+    max_side: int = MAX_SIDE,
+    val_fraction: float = VAL_FRACTION,
+    force: bool = False,
+    progress: bool = True,
+) -> PrepareResult:
+    """Generate a synthetic Stanford Cars folder and prepare it as a data set at ``out``.
+
+    Args:
+        source_dir: where to write, and keep, the generated devkit folder; by
+            default it goes to a temporary folder that is removed afterwards.
+        seed: seeds both the drawing and the train/val hold-out.
+
+    Other arguments are those of :func:`write_synthetic_cars` and
+    :func:`cars.data.prepare_dataset`.
+    """
+    out = str(out)
+    check_destination(out, force)  # before spending time on drawing
+    generator = {
+        "task": task,
+        "seed": seed,
+        "num_classes": num_classes,
+        "train_per_class": train_per_class,
+        "test_per_class": test_per_class,
+        "widths": list(widths),
+    }
+    with contextlib.ExitStack() as stack:
+        if source_dir is None:
+            temporary = stack.enter_context(tempfile.TemporaryDirectory(prefix="cars-synthetic-"))
+            root, label = Path(temporary) / "source", "synthetic (generated, not kept)"
+        else:
+            root = Path(source_dir)
+            label = str(root.resolve())
+        write_synthetic_cars(
+            root,
+            num_classes=num_classes,
+            train_per_class=train_per_class,
+            test_per_class=test_per_class,
+            seed=seed,
+            task=task,
+            widths=widths,
+        )
+        return prepare_dataset(
+            root,
+            out,
+            max_side=max_side,
+            val_fraction=val_fraction,
+            seed=seed,
+            force=force,
+            progress=progress,
+            name=f"synthetic-{task}",
+            source_label=label,
+            generator=generator,
+        )
