@@ -1,0 +1,122 @@
+"""Training images per second on one GPU, per regime, with the project's own training code.
+
+Synthetic tensors at 299 px, bf16 autocast and channels_last, through
+``build_model`` / ``create_optimizer`` / ``train_one_epoch``; optionally
+``torch.compile``. Run on a GPU machine: ``python benchmarks/bench_gpu.py
+[--batch-size 64] [--compile]``; a flow check on a CPU: ``python
+benchmarks/bench_gpu.py --device cpu --steps 2 --warmup 1 --image-size 64``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+
+import timm
+import torch
+
+from cars.config import TrainConfig
+from cars.engine import train_one_epoch
+from cars.model import build_model, count_parameters
+from cars.optim import create_loss, create_optimizer, create_scheduler
+
+NUM_CLASSES = 196
+REGIMES = (("scratch", None), ("frozen", None), ("finetune", 1))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=299)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per regime")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--no-amp", action="store_true", help="full precision, no bf16 autocast")
+    return parser.parse_args(argv)
+
+
+def create_batches(
+    count: int, batch_size: int, image_size: int, device: torch.device
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Random images and labels already on the device, so only training is timed."""
+    return [
+        (
+            torch.randn(batch_size, 3, image_size, image_size, device=device),
+            torch.randint(0, NUM_CLASSES, (batch_size,), device=device),
+        )
+        for _ in range(count)
+    ]
+
+
+def measure_regime(
+    regime: str, trainable_blocks: int | None, args: argparse.Namespace, device: torch.device
+) -> dict[str, float]:
+    """Train ``args.warmup`` then ``args.steps`` steps of one regime; its throughput and memory."""
+    config = TrainConfig(
+        data="synthetic",
+        regime=regime,
+        trainable_blocks=trainable_blocks,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        compile=args.compile,
+    )
+    model = build_model(regime, NUM_CLASSES, config.trainable_blocks)
+    trainable, _ = count_parameters(model)
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer = create_optimizer(model, config)
+    scheduler = create_scheduler(optimizer, config, steps_per_epoch=args.warmup + args.steps)
+    if args.compile:
+        model = torch.compile(model)
+    kwargs = {
+        "loss_fn": create_loss(config, NUM_CLASSES),
+        "scheduler": scheduler,
+        "device": device,
+        "amp_dtype": None if args.no_amp else torch.bfloat16,
+        "channels_last": True,
+    }
+    batches = create_batches(args.warmup + args.steps, args.batch_size, args.image_size, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    train_one_epoch(model, batches[: args.warmup], optimizer, **kwargs)
+    metrics = train_one_epoch(model, batches[args.warmup :], optimizer, **kwargs)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+    return {
+        "trainable": trainable,
+        "images_per_second": metrics["images_per_second"],
+        "ms_per_step": 1000 * metrics["seconds"] / args.steps,
+        "peak_gib": peak,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure every regime and print one table."""
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its kernels
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} thr)"
+    logging.getLogger("cars.model").setLevel(logging.ERROR)  # random weights suit a timing
+    print(f"device      : {name}")
+    print(f"torch       : {torch.__version__} (timm {timm.__version__})")
+    print(
+        f"batch size  : {args.batch_size}, {args.image_size}px, "
+        f"{'fp32' if args.no_amp else 'bf16 autocast'}, channels_last, "
+        f"compile={'on' if args.compile else 'off'}, {args.steps} timed steps"
+    )
+    print(f"{'regime':<12}{'trainable':>14}{'images/s':>12}{'ms/step':>10}{'peak GiB':>10}")
+    for regime, blocks in REGIMES:
+        row = measure_regime(regime, blocks, args, device)
+        label = regime if blocks is None else f"{regime}-{blocks}"
+        print(
+            f"{label:<12}{row['trainable']:>14,}{row['images_per_second']:>12.1f}"
+            f"{row['ms_per_step']:>10.1f}{row['peak_gib']:>10.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

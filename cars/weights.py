@@ -1,0 +1,368 @@
+"""Where an Xception's starting weights come from, and the project's checkpoint files.
+
+Sources: ``imagenet`` (timm's own pretrained download), a ``.pth`` / ``.pt`` /
+``.safetensors`` file of a timm ``legacy_xception`` state dict, a project
+checkpoint (a folder holding ``checkpoint.pt``, or that file) or a report's
+``best/`` folder (``model.safetensors`` + ``config.json``).
+
+Every ``.pth`` / ``.pt`` file is read with ``torch.load(..., weights_only=True)``: a
+checkpoint is data, never code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import timm.models
+import torch
+from timm.utils import unwrap_model
+from torch import nn
+
+from cars.paths import is_uri, resolve_path
+
+CHECKPOINT_FILE = "checkpoint.pt"
+BEST_WEIGHTS_FILE = "model.safetensors"
+BEST_CONFIG_FILE = "config.json"
+ACCEPTED_FORMS = (
+    "'imagenet' (timm's download), 'none', a .pth/.pt/.safetensors file holding a timm "
+    f"legacy_xception state dict, a project checkpoint (a folder with {CHECKPOINT_FILE}, or "
+    f"that file), or a report's best/ folder ({BEST_WEIGHTS_FILE} + {BEST_CONFIG_FILE})"
+)
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+# Wrappers a state dict's keys may carry: DDP's and torch.compile's.
+_KEY_PREFIXES = ("module.", "_orig_mod.")
+_SHOWN_KEYS = 8
+
+_logger = logging.getLogger(__name__)
+
+
+class WeightsError(RuntimeError):
+    """Weights that cannot be found, read or loaded, with what was expected instead."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsFile:
+    """A state dict read from disk, with the class names recorded beside it (if any)."""
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    class_names: list[str] | None
+
+
+def load_weights(
+    model: nn.Module, source: str | Path, *, class_names: list[str] | None = None
+) -> None:
+    """Load ``source`` (``imagenet`` or a local file / folder) into a timm ``legacy_xception``.
+
+    The backbone loads strictly; a head for a different class count (or for other
+    ``class_names``) is left freshly initialised, and a warning says so.
+    """
+    if str(source).lower() == "imagenet":
+        _load_imagenet(model)
+        return
+    weights = read_weights(source)
+    apply_state_dict(
+        model,
+        weights.state_dict,
+        source=str(weights.path),
+        checkpoint_classes=weights.class_names,
+        class_names=class_names,
+    )
+
+
+def _load_imagenet(model: nn.Module) -> None:
+    cfg = dict(model.pretrained_cfg)
+    try:
+        timm.models.load_pretrained(model, cfg, num_classes=model.num_classes)
+    except (OSError, RuntimeError, ValueError) as err:  # network, hub and hash failures
+        raise WeightsError(_download_failure(cfg, err)) from err
+    if model.num_classes != cfg["num_classes"]:
+        _logger.warning(
+            "ImageNet head (%d classes) replaced by a freshly initialised %d-class head",
+            cfg["num_classes"],
+            model.num_classes,
+        )
+
+
+def _download_failure(cfg: dict[str, Any], err: Exception) -> str:
+    name = f"{cfg['architecture']}.{cfg['tag']}"
+    fetch = (
+        f"python -c \"import timm; timm.create_model('{cfg['architecture']}', pretrained=True)\""
+    )
+    if cfg.get("hf_hub_id"):
+        where = f"the Hugging Face hub ({cfg['hf_hub_id']}, cached under $HF_HOME/hub)"
+        get = f"`huggingface-cli download {cfg['hf_hub_id']}` or `{fetch}`"
+    else:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg["url"]).name
+        where = f"{cfg['url']} (cached as {cached})"
+        get = f"`{fetch}` (it caches the file as above) or `curl -L -O {cfg['url']}`"
+    return (
+        f"downloading the ImageNet weights of {name} failed ({type(err).__name__}: {err}); "
+        f"timm fetches them from {where}, which needs internet access. Pass a local copy "
+        f"instead with --weights PATH (a .pth/.safetensors state dict): on a machine with "
+        f"internet run {get}, then copy the file here: to the cache path above, or anywhere "
+        "and pass its path with --weights."
+    )
+
+
+def read_weights(source: str | Path) -> WeightsFile:
+    """Read a state dict from any accepted local file or folder (see :data:`ACCEPTED_FORMS`)."""
+    if is_uri(source):
+        raise WeightsError(
+            f"weights {source!r} is a URI; copy it to a local path. Accepted: {ACCEPTED_FORMS}"
+        )
+    path = Path(resolve_path(source))
+    if path.is_dir():
+        if (path / CHECKPOINT_FILE).is_file():
+            path = path / CHECKPOINT_FILE
+        elif (path / BEST_WEIGHTS_FILE).is_file():
+            path = path / BEST_WEIGHTS_FILE
+        else:
+            found = sorted(p.name for p in path.iterdir())[:_SHOWN_KEYS]
+            raise WeightsError(
+                f"folder {path} holds neither {CHECKPOINT_FILE} nor {BEST_WEIGHTS_FILE} "
+                f"(found {found}). Accepted: {ACCEPTED_FORMS}"
+            )
+    elif not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist. Accepted: {ACCEPTED_FORMS}")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return WeightsFile(path, _read_safetensors(path), _read_best_classes(path.parent))
+    if suffix not in _TORCH_SUFFIXES:
+        raise WeightsError(f"weights file {path} has an unknown suffix. Accepted: {ACCEPTED_FORMS}")
+    content = _torch_load(path)
+    class_names = None
+    if isinstance(content, Mapping):
+        if isinstance(content.get("class_names"), list):
+            class_names = [str(c) for c in content["class_names"]]
+        for key in ("model", "state_dict", "model_state_dict"):
+            if isinstance(content.get(key), Mapping):
+                content = content[key]
+                break
+    if not isinstance(content, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in content.values()
+    ):
+        raise WeightsError(
+            f"{path} holds no state dict (a mapping of names to tensors, possibly under "
+            f"'model' or 'state_dict'). Accepted: {ACCEPTED_FORMS}"
+        )
+    return WeightsFile(path, dict(content), class_names)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return safetensors.torch.load_file(path, device="cpu")
+    except Exception as err:
+        raise WeightsError(f"cannot read {path} as safetensors: {err}") from err
+
+
+def _read_best_classes(folder: Path) -> list[str] | None:
+    config = folder / BEST_CONFIG_FILE
+    if not config.is_file():
+        return None
+    names = json.loads(config.read_text()).get("class_names")
+    return [str(c) for c in names] if isinstance(names, list) else None
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise WeightsError(
+            f"cannot read {path}: {err}. Only files of tensors and plain containers load "
+            "(torch.load weights_only=True): a checkpoint is data, never code."
+        ) from err
+
+
+def apply_state_dict(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    source: str = "state dict",
+    checkpoint_classes: list[str] | None = None,
+    class_names: list[str] | None = None,
+) -> None:
+    """Load a ``legacy_xception`` state dict: the backbone strictly, the head only if it fits."""
+    model = unwrap_model(model)
+    state = {_strip_prefixes(k): v for k, v in state_dict.items()}
+    expected = model.state_dict()
+    head = model.pretrained_cfg.get("classifier", "fc")
+    head_keys = {k for k in expected if k.startswith(f"{head}.")}
+    backbone = [k for k in expected if k not in head_keys]
+    matching = sum(k in state for k in backbone)
+    if matching < len(backbone) // 2:
+        raise WeightsError(
+            f"{source} is not a timm legacy_xception state dict: {matching} of the "
+            f"{len(backbone)} backbone keys match (its keys start {list(state)[:_SHOWN_KEYS]})"
+        )
+    # Old timm/PyTorch files lack BatchNorm's counter; load_state_dict fills it in.
+    missing = [k for k in backbone if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+        for k in backbone
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or wrong:
+        raise WeightsError(
+            f"{source} does not fit legacy_xception: missing keys {missing[:_SHOWN_KEYS]}, "
+            f"unexpected keys {unexpected[:_SHOWN_KEYS]}, wrong shapes {wrong[:_SHOWN_KEYS]}"
+        )
+    wanted = expected[f"{head}.weight"].shape
+    found = state.get(f"{head}.weight")
+    if found is not None and found.shape[1:] != wanted[1:]:
+        raise WeightsError(
+            f"{source}: head {head}.weight has shape {tuple(found.shape)}; "
+            f"legacy_xception's head takes {wanted[1]} features"
+        )
+    if found is None or f"{head}.bias" not in state:
+        reason = "has no classifier head"
+    elif found.shape[0] != wanted[0]:
+        reason = f"has a {found.shape[0]}-class head"
+    elif class_names is not None and checkpoint_classes not in (None, list(class_names)):
+        reason = f"was trained on other classes (same count, {wanted[0]})"
+    else:
+        model.load_state_dict(state, strict=True)
+        return
+    _logger.warning("%s %s: using a freshly initialised %d-class head", source, reason, wanted[0])
+    model.load_state_dict({k: v for k, v in state.items() if k not in head_keys}, strict=False)
+
+
+def _strip_prefixes(key: str) -> str:
+    while key.startswith(_KEY_PREFIXES):
+        key = key.split(".", 1)[1]
+    return key
+
+
+def save_checkpoint(
+    directory: str | Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    epoch: int,
+    config: Mapping[str, Any],
+    class_names: list[str],
+    metrics: Mapping[str, Any],
+) -> Path:
+    """Write ``directory/checkpoint.pt`` with the model, optimizer, scheduler and run metadata.
+
+    Everything is stored as tensors and plain Python values, so
+    :func:`load_checkpoint` reads it with ``weights_only=True``. Returns the file.
+    """
+    payload = {
+        "model": _state_dict_of(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "epoch": int(epoch),
+        "config": to_plain(config, "config"),
+        "class_names": [str(c) for c in class_names],
+        "metrics": to_plain(metrics, "metrics"),
+    }
+    path = Path(directory) / CHECKPOINT_FILE
+    _write_atomically(path, lambda tmp: torch.save(payload, tmp))
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a project checkpoint (its folder or its ``checkpoint.pt``), ``weights_only=True``."""
+    file = Path(resolve_path(path))
+    if file.is_dir():
+        file = file / CHECKPOINT_FILE
+    if not file.is_file():
+        raise WeightsError(
+            f"no project checkpoint at {file}: expected a folder holding {CHECKPOINT_FILE} "
+            "(as written by save_checkpoint), or that file"
+        )
+    content = _torch_load(file)
+    if not isinstance(content, dict) or not {"model", "epoch"} <= set(content):
+        raise WeightsError(f"{file} is not a project checkpoint (no 'model' and 'epoch' entries)")
+    return content
+
+
+def save_best_weights(
+    directory: str | Path, model: nn.Module, config: Mapping[str, Any], class_names: list[str]
+) -> Path:
+    """Write a report's ``best/`` folder: ``model.safetensors`` and ``config.json``.
+
+    ``build_model(..., weights=directory)`` loads it back. Returns the folder.
+    """
+    folder = Path(directory)
+    state = {k: v.detach().cpu().contiguous() for k, v in _state_dict_of(model).items()}
+    inner = unwrap_model(model)
+    if inner.num_classes != len(class_names):
+        raise WeightsError(
+            f"the model has a {inner.num_classes}-class head but {len(class_names)} class "
+            "names were given; pass the data set's classes in label order"
+        )
+    cfg = inner.pretrained_cfg
+    description = {
+        "architecture": cfg["architecture"],
+        "num_classes": inner.num_classes,
+        "class_names": [str(c) for c in class_names],
+        "mean": list(cfg["mean"]),
+        "std": list(cfg["std"]),
+        "config": to_plain(config, "config"),
+    }
+    _write_atomically(
+        folder / BEST_WEIGHTS_FILE,
+        lambda tmp: safetensors.torch.save_file(state, tmp, metadata={"format": "pt"}),
+    )
+    _write_atomically(
+        folder / BEST_CONFIG_FILE,
+        lambda tmp: Path(tmp).write_text(json.dumps(description, indent=2) + "\n"),
+    )
+    return folder
+
+
+def _state_dict_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    # Unwrapped, so the keys carry no DDP or torch.compile prefix.
+    return dict(unwrap_model(model).state_dict())
+
+
+def _write_atomically(path: Path, write: Callable[[str], object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(str(tmp))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def to_plain(value: Any, where: str = "value") -> Any:
+    """``value`` as plain dicts, lists, str, int, float, bool and None (what weights_only loads).
+
+    Dataclasses and objects with ``to_dict`` become dicts, tuples lists, paths
+    strings, numpy and one-element torch scalars Python numbers; anything else is
+    a ``TypeError`` naming where it sits.
+    """
+    if value is None:
+        return None
+    # numpy's float64 subclasses float yet would pickle as a numpy object.
+    for plain in (bool, str, int, float):
+        if isinstance(value, plain):
+            return plain(value)
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return to_plain(value.item(), where)
+    raise TypeError(
+        f"{where} is a {type(value).__name__}; checkpoints hold only plain values "
+        "(dict, list, str, int, float, bool, None)"
+    )
