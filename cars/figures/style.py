@@ -1,0 +1,88 @@
+"""The report's shared look: regime colours, name shortening, and atomic PNG writes."""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from cars.config import REGIMES
+
+# Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
+REGIME_COLORS: dict[str, str] = {
+    "scratch": "#E69F00",  # orange
+    "frozen": "#0072B2",  # blue
+    "finetune": "#CC79A7",  # reddish purple
+}
+CORRECT_COLOR = "#009E73"  # bluish green
+WRONG_COLOR = "#D55E00"  # vermillion
+CORRECT_MARK = "✓"
+WRONG_MARK = "✗"
+CAM_CMAP = "turbo"
+CAM_ALPHA = 0.5
+DPI = 150
+
+
+def regime_color(regime: str) -> str:
+    """The colour of a regime in every figure; an unknown regime is an error."""
+    if regime not in REGIME_COLORS:
+        raise ValueError(f"unknown regime {regime!r}; regimes are {', '.join(REGIMES)}")
+    return REGIME_COLORS[regime]
+
+
+def shorten_name(name: str, width: int = 28, max_lines: int = 2) -> str:
+    """Wrap a long class or model name onto at most ``max_lines`` lines of ``width``.
+
+    Car classes differ in their last words ("... Regular Cab 2012" against
+    "... Crew Cab 2012"), so a name too long even then loses words from the
+    middle, never its end.
+    """
+    lines = textwrap.wrap(str(name), width=width) or [""]
+    if len(lines) <= max_lines:
+        return "\n".join(lines)
+    words = str(name).split()
+    tail = words[-2:]
+    head = words[: -len(tail)]
+    while head:
+        head = head[:-1]
+        lines = textwrap.wrap(" ".join([*head, "…", *tail]), width=width)
+        if len(lines) <= max_lines:
+            return "\n".join(lines)
+    lines = textwrap.wrap(str(name), width=width)[:max_lines]
+    lines[-1] = lines[-1][: width - 1].rstrip() + "…"
+    return "\n".join(lines)
+
+
+def add_title(fig: Figure, title: str, fontsize: float = 13) -> None:
+    """The figure's bold title, wrapped to the figure's width."""
+    characters = max(20, int(fig.get_figwidth() * 72 / (0.62 * fontsize)))
+    fig.suptitle(textwrap.fill(title, width=characters), fontsize=fontsize, weight="bold")
+
+
+def save_figure(fig: Figure, path: str | Path, *, dpi: int = DPI) -> Path:
+    """Write ``fig`` as a PNG under a temporary name, rename it into place, close it."""
+    target = Path(path)
+    try:
+        if target.suffix.lower() != ".png":
+            raise ValueError(f"figures are written as PNG; give a path ending in .png, got {path}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+        try:
+            fig.savefig(partial, format="png", dpi=dpi, facecolor="white")
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+    finally:
+        _close(fig)
+    return target
+
+
+def _close(fig: Figure) -> None:
+    # Figures made through pyplot stay registered (and in memory) until closed;
+    # a bare Figure is freed with its last reference.
+    if fig.canvas.manager is not None:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
