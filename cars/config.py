@@ -120,9 +120,7 @@ class TrainConfig:
         _require(self.cutmix >= 0, "cutmix", self.cutmix, "a Beta alpha >= 0 (0 turns it off)")
         _require(self.augment in AUGMENTS, "augment", self.augment, f"one of {AUGMENTS}")
         _require(0 <= self.bbox_margin <= 1, "bbox_margin", self.bbox_margin, "in [0, 1]")
-        _require(
-            self.image_size >= 32, "image_size", self.image_size, "at least 32 pixels"
-        )
+        _require(self.image_size >= 32, "image_size", self.image_size, "at least 32 pixels")
         _require(self.epochs >= 1, "epochs", self.epochs, "at least 1")
         _require(self.num_workers >= 1, "num_workers", self.num_workers, "at least 1")
         _require(

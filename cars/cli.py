@@ -1,0 +1,326 @@
+"""Command lines of the jobs, parsed into typed requests.
+
+The jobs under ``jobs/`` only call these parsers and one function each; the
+parsers live here so that tests exercise exactly what a user types.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from cars.config import AUGMENTS, OPTIMIZERS, REGIMES, ConfigError, TrainConfig
+from cars.data import DataError
+from cars.paths import REPORTS_DIR, RUNS_DIR, resolve_path
+from cars.resources import ResourceError
+from cars.sweep_config import PRESETS, SweepConfig, create_sweep_config
+from cars.weights import WeightsError
+
+# Errors in what the user asked for: shown as one line, without a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    DataError,
+    WeightsError,
+    ResourceError,
+    FileExistsError,
+    FileNotFoundError,
+)
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Turn a user error into ``error: <message>`` on stderr and exit status 2."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _weights(value: str) -> str | None:
+    """``imagenet``, ``none``, or a local file or folder (resolved against the project)."""
+    if value.lower() == "none":
+        return None
+    if value.lower() == "imagenet":
+        return "imagenet"
+    return resolve_path(value)
+
+
+def _add_resource_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("resources")
+    group.add_argument("--num-workers", type=int, help="Ray Train workers (GPUs) per run")
+    gpu = group.add_mutually_exclusive_group()
+    gpu.add_argument(
+        "--gpu",
+        dest="use_gpu",
+        action="store_true",
+        default=None,
+        help="train on GPUs, one per worker",
+    )
+    gpu.add_argument("--cpu", dest="use_gpu", action="store_false", help="train on CPUs")
+    group.add_argument("--cpus-per-worker", type=float, help="CPUs each worker reserves")
+    group.add_argument(
+        "--loader-workers",
+        type=int,
+        help="DataLoader processes per worker (default: CPUs - 1 on GPU, 0 on CPU)",
+    )
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One training run without Tune."""
+
+    config: TrainConfig
+    storage: str
+    name: str
+
+
+def create_train_parser() -> argparse.ArgumentParser:
+    """The parser of ``jobs/train.py``."""
+    parser = argparse.ArgumentParser(
+        prog="jobs/train.py",
+        description="Train one Xception regime on a prepared data set with Ray Train.",
+    )
+    parser.add_argument("--data", required=True, help="prepared data set (folder or URI)")
+    parser.add_argument("--regime", choices=REGIMES, default="finetune")
+    parser.add_argument(
+        "--trainable-blocks",
+        type=int,
+        help="finetune: Keras Xception blocks trained, from the end (0-14)",
+    )
+    parser.add_argument(
+        "--weights",
+        type=_weights,
+        default=None,
+        help="imagenet | none | a .pth/.safetensors file | a checkpoint folder",
+    )
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new head")
+    parser.add_argument(
+        "--backbone-lr-mult",
+        type=float,
+        default=0.1,
+        help="pretrained blocks learn at lr times this",
+    )
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--warmup-epochs", type=float, default=1.0)
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
+    parser.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0: off)")
+    parser.add_argument("--augment", choices=AUGMENTS, default="basic")
+    parser.add_argument("--bbox-crop", action="store_true", help="crop to the car's box first")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=32, help="global batch size")
+    parser.add_argument("--image-size", type=int, default=299)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=2,
+        help="restarts of a crashed worker group from its last checkpoint",
+    )
+    parser.add_argument(
+        "--storage",
+        default=str(RUNS_DIR),
+        help="results and checkpoints: a folder or s3:// URI (default: runs/)",
+    )
+    parser.add_argument("--name", help="run name; an existing run of this name resumes")
+    _add_resource_options(parser)
+    return parser
+
+
+def parse_train_args(argv: Sequence[str] | None = None) -> TrainJob:
+    """Parse ``jobs/train.py``'s command line into a validated job."""
+    args = create_train_parser().parse_args(argv)
+    config = TrainConfig(
+        data=resolve_path(args.data),
+        regime=args.regime,
+        trainable_blocks=args.trainable_blocks,
+        weights=args.weights,
+        lr=args.lr,
+        backbone_lr_mult=args.backbone_lr_mult,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing,
+        mixup=args.mixup,
+        cutmix=args.cutmix,
+        augment=args.augment,
+        bbox_crop=args.bbox_crop,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        num_workers=args.num_workers or 1,
+        use_gpu=bool(args.use_gpu),
+        cpus_per_worker=args.cpus_per_worker or 1.0,
+        loader_workers=args.loader_workers,
+        compile=args.compile,
+        seed=args.seed,
+        max_failures=args.max_failures,
+    )
+    name = args.name or f"train-{config.regime}-{_timestamp()}"
+    return TrainJob(config=config, storage=resolve_path(args.storage), name=name)
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """A new sweep (``sweep`` set) or the resumption of one (``resume``)."""
+
+    storage: str
+    name: str | None
+    resume: bool
+    reports: str
+    report: bool
+    sweep: SweepConfig | None
+
+
+def create_sweep_parser() -> argparse.ArgumentParser:
+    """The parser of ``jobs/sweep.py``."""
+    parser = argparse.ArgumentParser(
+        prog="jobs/sweep.py",
+        description=(
+            "Sweep the scratch / frozen / finetune regimes of Xception with Ray Tune and "
+            "write the report. Without --data, runs the built-in demo on synthetic cars."
+        ),
+    )
+    parser.add_argument("--data", help="prepared data set (folder or URI); omit for the demo")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="demo",
+        help="smoke: fastest; demo: laptop CPU (default); full: Stanford Cars",
+    )
+    parser.add_argument("--name", help="sweep name (default: <preset>-<time>)")
+    parser.add_argument(
+        "--storage",
+        default=str(RUNS_DIR),
+        help="results and checkpoints: folder, NFS mount or s3:// (default: runs/)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the sweep --name (default: the newest in --storage)",
+    )
+    parser.add_argument("--reports", default=str(REPORTS_DIR), help="where reports go")
+    parser.add_argument(
+        "--no-report", dest="report", action="store_false", help="stop after the sweep"
+    )
+    space = parser.add_argument_group("search space")
+    space.add_argument("--regimes", nargs="+", choices=REGIMES)
+    space.add_argument("--num-samples", type=int, help="trials per regime")
+    space.add_argument(
+        "--finetune-blocks",
+        nargs="+",
+        type=int,
+        help="freeze depths that finetune trials draw from",
+    )
+    space.add_argument("--augments", nargs="+", choices=AUGMENTS)
+    space.add_argument(
+        "--lr-range",
+        nargs=3,
+        action="append",
+        metavar=("REGIME", "LOW", "HIGH"),
+        help="log-uniform learning-rate range of a regime (repeatable)",
+    )
+    space.add_argument(
+        "--weights", type=_weights, help="pretrained weights of frozen/finetune (full: imagenet)"
+    )
+    run = parser.add_argument_group("each trial")
+    run.add_argument("--epochs", type=int)
+    run.add_argument("--batch-size", type=int, help="global batch size")
+    run.add_argument("--image-size", type=int)
+    run.add_argument("--bbox-crop", action="store_true", default=None)
+    run.add_argument("--grace-period", type=int, help="epochs before ASHA may stop a trial")
+    run.add_argument(
+        "--max-concurrent-trials", type=int, help="default: as many as the cluster's resources hold"
+    )
+    run.add_argument("--max-failures", type=int)
+    run.add_argument("--seed", type=int)
+    run.add_argument("--gradcam-images", type=int)
+    _add_resource_options(parser)
+    return parser
+
+
+def parse_sweep_args(argv: Sequence[str] | None = None) -> SweepJob:
+    """Parse ``jobs/sweep.py``'s command line into a validated job."""
+    parser = create_sweep_parser()
+    args = parser.parse_args(argv)
+    storage = resolve_path(args.storage)
+    common = {"storage": storage, "reports": resolve_path(args.reports), "report": args.report}
+    if args.resume:
+        return SweepJob(name=args.name, resume=True, sweep=None, **common)
+    lr_ranges = None
+    if args.lr_range:
+        lr_ranges = dict(PRESETS[args.preset]["lr_ranges"])
+        for regime, low, high in args.lr_range:
+            if regime not in REGIMES:
+                parser.error(f"--lr-range: unknown regime {regime!r}; one of {REGIMES}")
+            lr_ranges[regime] = (float(low), float(high))
+    name = args.name or f"{args.preset}-{_timestamp()}"
+    sweep = create_sweep_config(
+        args.preset,
+        name,
+        data=resolve_path(args.data) if args.data else None,
+        storage=storage,
+        weights=args.weights,
+        regimes=tuple(args.regimes) if args.regimes else None,
+        num_samples=args.num_samples,
+        finetune_blocks=tuple(args.finetune_blocks) if args.finetune_blocks else None,
+        augments=tuple(args.augments) if args.augments else None,
+        lr_ranges=lr_ranges,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        bbox_crop=args.bbox_crop,
+        grace_period=args.grace_period,
+        max_concurrent_trials=args.max_concurrent_trials,
+        max_failures=args.max_failures,
+        seed=args.seed,
+        gradcam_images=args.gradcam_images,
+        num_workers=args.num_workers,
+        use_gpu=args.use_gpu,
+        cpus_per_worker=args.cpus_per_worker,
+        loader_workers=args.loader_workers,
+    )
+    return SweepJob(name=name, resume=False, sweep=sweep, **common)
+
+
+@dataclass(frozen=True)
+class ReportJob:
+    """Writing the report of a sweep."""
+
+    sweep: str
+    reports: str
+    gradcam_images: int | None
+
+
+def parse_report_args(argv: Sequence[str] | None = None) -> ReportJob:
+    """Parse ``jobs/report.py``'s command line."""
+    parser = argparse.ArgumentParser(
+        prog="jobs/report.py",
+        description="Write the report of a finished or interrupted sweep.",
+    )
+    parser.add_argument(
+        "--sweep", required=True, help="the sweep's folder (<storage>/<name>) or URI"
+    )
+    parser.add_argument(
+        "--reports",
+        default=str(REPORTS_DIR),
+        help="reports/<sweep name>/ is written under this folder",
+    )
+    parser.add_argument("--gradcam-images", type=int, help="test images per Grad-CAM grid")
+    args = parser.parse_args(argv)
+    return ReportJob(
+        sweep=resolve_path(args.sweep),
+        reports=resolve_path(args.reports),
+        gradcam_images=args.gradcam_images,
+    )

@@ -1,0 +1,131 @@
+"""The built-in demo: synthetic cars, and a source model that stands in for ImageNet.
+
+ImageNet weights cannot be downloaded offline, so the demo pretrains a
+``scratch`` network on a disjoint set of synthetic *source* classes and hands
+its checkpoint to the ``frozen`` and ``finetune`` regimes, exactly as the full
+study hands them timm's ImageNet weights. Both the data and the source model
+are cached by what they depend on, so a second demo run starts sweeping at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import ray
+
+from cars.config import METRIC, MODE, TrainConfig
+from cars.data import prepare_synthetic
+from cars.paths import PROJECT_ROOT
+from cars.resources import plan_trial_resources
+from cars.storage import exists, join_path
+from cars.sweep_config import DemoSpec, SweepConfig
+from cars.train import run_training
+
+logger = logging.getLogger(__name__)
+
+DEMO_DATA_DIR = PROJECT_ROOT / "data" / "demo"
+PRETRAINED_DIR = "pretrained"
+
+
+@dataclass(frozen=True)
+class DemoInputs:
+    """What the demo sweeps: the target data set and the source model's checkpoint."""
+
+    data: str
+    source_data: str
+    weights: str
+
+
+def _fingerprint(*parts: object) -> str:
+    text = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts])
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def prepare_demo_data(spec: DemoSpec, seed: int, root: Path = DEMO_DATA_DIR) -> tuple[str, str]:
+    """Generate and prepare the target and source sets, unless already there.
+
+    Returns:
+        The prepared target set and the prepared source set.
+    """
+    folder = root / f"synthetic-{_fingerprint(spec, seed)}"
+    sets = {}
+    for task, classes, per_class in (
+        ("target", spec.num_classes, spec.train_per_class),
+        ("source", spec.source_classes, spec.source_train_per_class),
+    ):
+        out = folder / task
+        if not (out / "dataset.json").exists():
+            prepare_synthetic(
+                out,
+                num_classes=classes,
+                train_per_class=per_class,
+                test_per_class=spec.test_per_class,
+                seed=seed,
+                task=task,
+                val_fraction=spec.val_fraction,
+            )
+        sets[task] = str(out)
+    return sets["target"], sets["source"]
+
+
+def _pretrain_config(sweep: SweepConfig, source_data: str) -> TrainConfig:
+    """The source model's run: ``scratch`` on the source classes, on the whole cluster."""
+    assert sweep.demo is not None
+    cpus_per_worker = sweep.cpus_per_worker
+    if not sweep.use_gpu:
+        cpus_per_worker = ray.cluster_resources().get("CPU", 1) / sweep.num_workers
+    resources = plan_trial_resources(
+        ray.cluster_resources(),
+        num_workers=sweep.num_workers,
+        cpus_per_worker=cpus_per_worker,
+        use_gpu=sweep.use_gpu,
+    )
+    return TrainConfig(
+        data=source_data,
+        regime="scratch",
+        lr=sweep.demo.pretrain_lr,
+        augment="basic",
+        image_size=sweep.image_size,
+        epochs=sweep.demo.pretrain_epochs,
+        batch_size=sweep.batch_size,
+        num_workers=sweep.num_workers,
+        use_gpu=sweep.use_gpu,
+        cpus_per_worker=resources.cpus_per_worker,
+        seed=sweep.seed,
+        max_failures=sweep.max_failures,
+    )
+
+
+def pretrain_source_model(sweep: SweepConfig, source_data: str) -> str:
+    """Train (or reuse) the source model and return its best checkpoint's folder."""
+    config = _pretrain_config(sweep, source_data)
+    name = f"source-{_fingerprint(config.replace(cpus_per_worker=1.0, num_workers=1))}"
+    storage = join_path(sweep.storage, PRETRAINED_DIR)
+    run_path = join_path(storage, name)
+    if exists(run_path):
+        result = ray.train.Result.from_path(run_path)
+        if result.metrics and result.metrics.get("epoch") == config.epochs:
+            logger.info("Reusing the source model in %s", run_path)
+            return _best_checkpoint_path(result)
+    result = run_training(config, storage_path=storage, name=name)
+    return _best_checkpoint_path(result)
+
+
+def _best_checkpoint_path(result: ray.train.Result) -> str:
+    checkpoint = result.get_best_checkpoint(METRIC, MODE) or result.checkpoint
+    if checkpoint is None:
+        raise RuntimeError(f"the source model's run at {result.path} left no checkpoint")
+    return checkpoint.path
+
+
+def prepare_demo(sweep: SweepConfig) -> DemoInputs:
+    """Everything the demo sweep needs, created or reused."""
+    if sweep.demo is None:
+        raise ValueError(f"preset {sweep.preset!r} has no demo; pass --data")
+    data, source_data = prepare_demo_data(sweep.demo, sweep.seed)
+    weights = sweep.weights or pretrain_source_model(sweep, source_data)
+    return DemoInputs(data=data, source_data=source_data, weights=weights)

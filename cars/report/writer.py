@@ -1,0 +1,207 @@
+"""Writing ``reports/<sweep name>/`` from a sweep's storage.
+
+The whole folder is built next to its destination and renamed into place, so a
+reader never sees half a report, and an older report stays until the new one is
+complete. Rerunning the report on the same sweep writes the same files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cars.config import TrainConfig
+from cars.data import read_dataset_info
+from cars.data.staging import staged_folder
+from cars.figures import plot_learning_curves
+from cars.report.cams import CamModel, select_images, write_gradcam
+from cars.report.results import SweepResults, read_sweep_results, select_regime_bests
+from cars.report.scoring import (
+    TestScore,
+    create_eval_dataset,
+    load_trial_model,
+    score_checkpoints,
+)
+from cars.report.summary import REFERENCE, SummaryInputs, render_summary
+from cars.runtime import init_ray
+from cars.storage import write_bytes_atomic
+from cars.weights import load_checkpoint, save_best_weights
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """Where the report went, and what it could not include."""
+
+    path: str
+    missing: list[str]
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write a table as Parquet through a temporary name."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
+    write_bytes_atomic(path, sink.getvalue().to_pybytes())
+
+
+def describe_weights(weights: str | None) -> str:
+    """Where the pretrained weights came from, in words a reader can check."""
+    if weights is None:
+        return "none (every regime from random weights)"
+    if weights == "imagenet":
+        return "timm's ImageNet-1k `legacy_xception` weights (`tf_in1k`)"
+    try:
+        state = load_checkpoint(weights)
+    except Exception:
+        return f"`{weights}`"
+    config, metrics = state.get("config", {}), state.get("metrics", {})
+    return (
+        f"a `{config.get('regime', '?')}` model of this project trained for "
+        f"{state.get('epoch', '?')} epochs on `{config.get('data', '?')}` "
+        f"({len(state.get('class_names', []))} classes disjoint from the study's, "
+        f"val acc {metrics.get('val_acc', float('nan')):.3f}), standing in for ImageNet: "
+        f"`{weights}`"
+    )
+
+
+def _trial_configs(regimes: pd.DataFrame) -> list[TrainConfig]:
+    """Each chosen trial's config, as its checkpoint recorded it."""
+    return [
+        TrainConfig.from_dict(load_checkpoint(path)["config"]) for path in regimes["checkpoint"]
+    ]
+
+
+def _with_scores(regimes: pd.DataFrame, scores: list[TestScore]) -> pd.DataFrame:
+    regimes = regimes.assign(
+        test_loss=[s.loss for s in scores],
+        test_acc=[s.acc for s in scores],
+        test_top5=[s.top5 for s in scores],
+        test_images=[len(s.labels) for s in scores],
+    )
+    reference = REFERENCE.set_index("regime").add_prefix("reference_")
+    return regimes.join(reference, on="regime")
+
+
+def _curve_labels(results: SweepResults) -> pd.DataFrame:
+    """The learning-curve table with a short config label per trial."""
+    labels = {
+        row.trial_id: f"{row.regime}, lr {row.lr:.1e}, {row.augment}"
+        + (f", {int(row.trainable_blocks)} blocks" if row.regime == "finetune" else "")
+        for row in results.trials.itertuples()
+    }
+    return results.epochs.assign(label=results.epochs["trial_id"].map(labels))
+
+
+def _write_gradcam_section(
+    stage: Path,
+    regimes: pd.DataFrame,
+    *,
+    configs: list[TrainConfig],
+    scores: list[TestScore],
+    best_index: int,
+    class_names: list[str],
+    count: int,
+    seed: int,
+) -> pd.DataFrame:
+    models = [
+        CamModel(
+            name=f"{row.regime}-{row.trial_id}",
+            trial_id=row.trial_id,
+            regime=row.regime,
+            best_overall=i == best_index,
+            model=load_trial_model(row.checkpoint, configs[i], class_names),
+        )
+        for i, row in enumerate(regimes.itertuples())
+    ]
+    best_config, best_score = configs[best_index], scores[best_index]
+    indices = select_images(best_score.predictions, best_score.labels, count, seed)
+    dataset = create_eval_dataset(best_config)
+    folder = stage / "gradcam"
+    table = write_gradcam(
+        models,
+        dataset,
+        indices=indices,
+        config=best_config,
+        class_names=class_names,
+        out=folder,
+    )
+    write_parquet(table, folder / "gradcam.parquet")
+    best = models[best_index]
+    save_best_weights(stage / "best", best.model, configs[best_index].to_dict(), class_names)
+    return table
+
+
+def write_report(
+    sweep_path: str, reports_dir: str, gradcam_images: int | None = None
+) -> ReportOutcome:
+    """Write ``<reports_dir>/<sweep name>/`` for the sweep at ``sweep_path``.
+
+    A sweep that was interrupted still gets a report of what it has, and the
+    report lists what is missing.
+    """
+    init_ray()
+    results = read_sweep_results(sweep_path)
+    config = results.config
+    assert config.data is not None
+    info = read_dataset_info(config.data)
+    class_names = list(info.class_names)
+    notes: list[str] = []
+    regimes = select_regime_bests(results.trials)
+    for regime in config.regimes:
+        if regime not in set(regimes["regime"]):
+            notes.append(f"regime {regime} has no trial with a checkpoint: not scored")
+    target = Path(reports_dir) / results.name
+    with staged_folder(target, replace=True) as stage:
+        write_parquet(results.trials, stage / "trials.parquet")
+        write_parquet(results.epochs, stage / "epochs.parquet")
+        if len(results.epochs):
+            plot_learning_curves(
+                _curve_labels(results), stage / "curves.png", title=f"Sweep {results.name}"
+            )
+        else:
+            notes.append("no trial reported an epoch: no learning curves")
+        gradcam: pd.DataFrame | None = None
+        best_trial: str | None = None
+        if len(regimes):
+            configs = _trial_configs(regimes)
+            jobs: list[tuple[str, dict[str, Any]]] = [
+                (path, c.to_dict()) for path, c in zip(regimes["checkpoint"], configs, strict=True)
+            ]
+            scores = score_checkpoints(jobs, use_gpu=config.use_gpu)
+            regimes = _with_scores(regimes, scores)
+            best_index = int(
+                np.lexsort(
+                    (regimes["best_val_loss"].to_numpy(), -regimes["best_val_acc"].to_numpy())
+                )[0]
+            )
+            best_trial = str(regimes["trial_id"].iloc[best_index])
+            regimes = regimes.assign(best_overall=regimes["trial_id"] == best_trial)
+            gradcam = _write_gradcam_section(
+                stage,
+                regimes,
+                configs=configs,
+                scores=scores,
+                best_index=best_index,
+                class_names=class_names,
+                count=gradcam_images or config.gradcam_images,
+                seed=config.seed,
+            )
+        write_parquet(regimes, stage / "regimes.parquet")
+        summary = render_summary(
+            SummaryInputs(
+                results=results,
+                info=info,
+                weights=describe_weights(config.weights),
+                regimes=regimes,
+                best_trial=best_trial,
+                gradcam=gradcam,
+                notes=notes,
+            )
+        )
+        write_bytes_atomic(stage / "summary.md", summary.encode())
+    return ReportOutcome(path=str(target), missing=[*results.missing, *notes])

@@ -1,0 +1,223 @@
+"""Ray Tune glue: the search space, the trial driver and the ``Tuner`` of a sweep.
+
+Each trial is a Tune function trainable, :func:`train_driver_fn`, that builds
+and fits a ``TorchTrainer`` whose ``TuneReportCallback`` forwards every epoch's
+metrics to Tune (Ray 2.60's Train V2 pattern; ``Tuner(trainer)`` is gone).
+The Train run is named after the trial id, so a restored sweep resumes each
+unfinished trial's Train run from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+import ray.tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from cars.config import METRIC, MODE, TrainConfig
+from cars.resources import DRIVER_RESOURCES, TrialResources, plan_trial_resources
+from cars.scheduler import RegimeASHAScheduler, trial_regime
+from cars.storage import join_path, read_text, write_text
+from cars.sweep_config import SweepConfig
+from cars.train import create_trainer
+
+logger = logging.getLogger(__name__)
+
+SWEEP_CONFIG_FILE = "sweep.json"
+
+
+def train_run_name(trial_id: str) -> str:
+    """The Train run of a trial: deterministic, so that a restored trial resumes it."""
+    return f"train-{trial_id}"
+
+
+@dataclass(frozen=True)
+class LearningRateSampler:
+    """Draws a trial's learning rate log-uniformly from its regime's range.
+
+    Tune's own ``loguniform`` cannot depend on another key, so the draw is
+    seeded by the trial's ``seed`` (itself drawn from the sweep's seeded
+    generator): the sweep stays reproducible.
+    """
+
+    lr_ranges: Mapping[str, tuple[float, float]]
+
+    def __call__(self, config: dict[str, Any]) -> float:
+        low, high = self.lr_ranges[config["regime"]]
+        draw = np.random.default_rng([config["seed"], 0]).uniform(np.log(low), np.log(high))
+        return float(np.exp(draw))
+
+
+@dataclass(frozen=True)
+class DepthSampler:
+    """Draws how many blocks a ``finetune`` trial trains; other regimes have no choice."""
+
+    finetune_blocks: tuple[int, ...]
+
+    def __call__(self, config: dict[str, Any]) -> int | None:
+        if config["regime"] != "finetune":
+            return None
+        rng = np.random.default_rng([config["seed"], 1])
+        return int(self.finetune_blocks[rng.integers(len(self.finetune_blocks))])
+
+
+def create_param_space(sweep: SweepConfig) -> dict[str, Any]:
+    """Tune's search space: every regime ``num_samples`` times, with its own draws.
+
+    Only swept values live here, so Tune's table and result configs show
+    exactly what differs between trials; the shared settings reach the driver
+    through ``tune.with_parameters``.
+    """
+    return {
+        "regime": ray.tune.grid_search(list(sweep.regimes)),
+        "seed": ray.tune.randint(0, 2**31 - 1),
+        "lr": ray.tune.sample_from(LearningRateSampler(sweep.lr_ranges)),
+        "trainable_blocks": ray.tune.sample_from(DepthSampler(sweep.finetune_blocks)),
+        "augment": ray.tune.choice(list(sweep.augments)),
+    }
+
+
+def create_base_config(sweep: SweepConfig, resources: TrialResources) -> dict[str, Any]:
+    """The training settings every trial shares, as a plain dict."""
+    if sweep.data is None:
+        raise ValueError(f"sweep {sweep.name!r} has no data set")
+    return sweep.create_train_config(
+        sweep.data,
+        "finetune",
+        sweep.lr_ranges[sweep.regimes[0]][0],
+        sweep.augments[0],
+        cpus_per_worker=resources.cpus_per_worker,
+    ).to_dict()
+
+
+def trial_train_config(config: dict[str, Any], base: dict[str, Any]) -> TrainConfig:
+    """The ``TrainConfig`` of one trial: the shared settings with its draws."""
+    weights = None if config["regime"] == "scratch" else base["weights"]
+    return TrainConfig.from_dict({**base, **config, "weights": weights})
+
+
+def train_driver_fn(config: dict[str, Any], base: dict[str, Any], train_storage: str) -> None:
+    """A Tune trial: run one Ray Train run and forward its epochs to Tune.
+
+    Args:
+        config: the trial's draws (regime, seed, lr, trainable_blocks, augment).
+        base: the shared ``TrainConfig`` fields.
+        train_storage: where the sweep's Train runs live.
+    """
+    trial_id = ray.tune.get_context().get_trial_id()
+    trainer = create_trainer(
+        trial_train_config(config, base),
+        storage_path=train_storage,
+        name=train_run_name(trial_id),
+        callbacks=[TuneReportCallback()],
+    )
+    trainer.fit()
+
+
+def _trial_name(trial: Any) -> str:
+    return f"{trial_regime(trial.config)}_{trial.trial_id}"
+
+
+def _trainable(sweep: SweepConfig, resources: TrialResources, path: str) -> Any:
+    driver = ray.tune.with_parameters(
+        train_driver_fn, base=create_base_config(sweep, resources), train_storage=path
+    )
+    return ray.tune.with_resources(driver, dict(DRIVER_RESOURCES))
+
+
+def create_tuner(sweep: SweepConfig, resources: TrialResources) -> ray.tune.Tuner:
+    """A ``Tuner`` over the regimes with ASHA early stopping inside each regime."""
+    scheduler = RegimeASHAScheduler(
+        max_t=sweep.epochs,
+        grace_period=sweep.grace_period,
+        reduction_factor=sweep.reduction_factor,
+    )
+    return ray.tune.Tuner(
+        _trainable(sweep, resources, join_path(sweep.storage, sweep.name)),
+        param_space=create_param_space(sweep),
+        tune_config=ray.tune.TuneConfig(
+            metric=METRIC,
+            mode=MODE,
+            scheduler=scheduler,
+            search_alg=BasicVariantGenerator(random_state=sweep.seed),
+            num_samples=sweep.num_samples,
+            max_concurrent_trials=resources.max_concurrent_trials,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=ray.tune.RunConfig(name=sweep.name, storage_path=sweep.storage, verbose=1),
+    )
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """Where a sweep went, and Tune's results."""
+
+    path: str
+    results: ray.tune.ResultGrid
+
+
+def plan_resources(sweep: SweepConfig) -> TrialResources:
+    """The trial reservation for the connected cluster."""
+    return plan_trial_resources(
+        ray.cluster_resources(),
+        num_workers=sweep.num_workers,
+        cpus_per_worker=sweep.cpus_per_worker,
+        use_gpu=sweep.use_gpu,
+        max_concurrent_trials=sweep.max_concurrent_trials,
+    )
+
+
+def run_sweep(sweep: SweepConfig) -> SweepOutcome:
+    """Run a new sweep of ``sweep.data`` on the connected Ray cluster.
+
+    The sweep's config is written next to Tune's state first, so ``--resume``
+    needs nothing but the sweep's name.
+    """
+    path = join_path(sweep.storage, sweep.name)
+    resources = plan_resources(sweep)
+    logger.info(
+        "%d trials, %d at a time, each %d workers x %g CPUs%s",
+        sweep.num_trials,
+        resources.max_concurrent_trials,
+        resources.num_workers,
+        resources.cpus_per_worker,
+        " + 1 GPU" if resources.use_gpu else "",
+    )
+    write_text(join_path(path, SWEEP_CONFIG_FILE), sweep.to_json())
+    results = create_tuner(sweep, resources).fit()
+    return SweepOutcome(path=path, results=results)
+
+
+def read_sweep_config(path: str) -> SweepConfig:
+    """The config a sweep was started with."""
+    return SweepConfig.from_dict(json.loads(read_text(join_path(path, SWEEP_CONFIG_FILE))))
+
+
+def resume_sweep(path: str) -> SweepOutcome:
+    """Restore an interrupted sweep: finished trials stay, unfinished ones continue.
+
+    Each unfinished trial's driver starts again and its Train run, found by
+    name, resumes from its last checkpoint. Errored trials resume too, so a
+    sweep cut short by a lost node finishes on the next try.
+    """
+    if not ray.tune.Tuner.can_restore(path):
+        raise FileNotFoundError(
+            f"no sweep to resume at {path}: it holds no Tune experiment state. "
+            "Check --storage and --name, or start a new sweep without --resume."
+        )
+    sweep = read_sweep_config(path)
+    tuner = ray.tune.Tuner.restore(
+        path,
+        trainable=_trainable(sweep, plan_resources(sweep), path),
+        resume_unfinished=True,
+        resume_errored=True,
+    )
+    return SweepOutcome(path=path, results=tuner.fit())

@@ -1,0 +1,262 @@
+"""Typed configuration of a sweep, and the presets it starts from.
+
+``smoke`` is the fastest end-to-end run (the tests use it), ``demo`` the
+default that shows the whole study on a laptop CPU in a few minutes, and
+``full`` the real study of Stanford Cars on GPUs at 299 px.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from cars.config import AUGMENTS, NUM_BLOCKS, REGIMES, ConfigError, TrainConfig
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """The built-in synthetic data set and source pretraining of the demo presets."""
+
+    num_classes: int
+    train_per_class: int
+    test_per_class: int
+    source_classes: int
+    source_train_per_class: int
+    pretrain_epochs: int
+    pretrain_lr: float
+    val_fraction: float
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything a sweep needs; the swept values are drawn per trial by Tune.
+
+    ``num_samples`` trials are drawn for each regime in ``regimes``. Learning
+    rates are log-uniform in each regime's ``lr_ranges`` entry; ``finetune``
+    draws its depth from ``finetune_blocks``; every trial draws an ``augment``.
+    """
+
+    name: str
+    preset: str = "demo"
+    data: str | None = None
+    storage: str = "runs"
+    weights: str | None = None
+    regimes: tuple[str, ...] = REGIMES
+    num_samples: int = 2
+    finetune_blocks: tuple[int, ...] = (1, 2, 4, 8, 14)
+    lr_ranges: Mapping[str, tuple[float, float]] = field(
+        default_factory=lambda: {
+            "scratch": (3e-4, 3e-3),
+            "frozen": (1e-3, 3e-2),
+            "finetune": (1e-4, 3e-3),
+        }
+    )
+    augments: tuple[str, ...] = AUGMENTS
+    epochs: int = 30
+    batch_size: int = 64
+    image_size: int = 299
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    loader_workers: int | None = None
+    bbox_crop: bool = False
+    backbone_lr_mult: float = 0.1
+    grace_period: int = 3
+    reduction_factor: float = 3.0
+    max_concurrent_trials: int | None = None
+    max_failures: int = 2
+    seed: int = 0
+    gradcam_images: int = 8
+    demo: DemoSpec | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regimes", tuple(self.regimes))
+        object.__setattr__(self, "finetune_blocks", tuple(self.finetune_blocks))
+        object.__setattr__(self, "augments", tuple(self.augments))
+        object.__setattr__(
+            self, "lr_ranges", {k: (float(v[0]), float(v[1])) for k, v in self.lr_ranges.items()}
+        )
+        if isinstance(self.demo, Mapping):
+            object.__setattr__(self, "demo", DemoSpec(**self.demo))
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"name={self.name!r} is not valid: a non-empty name without '/'")
+        if self.preset not in PRESETS:
+            raise ConfigError(f"preset={self.preset!r} is not valid: one of {sorted(PRESETS)}")
+        bad = [r for r in self.regimes if r not in REGIMES] or (not self.regimes and ["(none)"])
+        if bad:
+            raise ConfigError(f"regimes={list(self.regimes)} is not valid: choose from {REGIMES}")
+        for regime in self.regimes:
+            if regime not in self.lr_ranges:
+                raise ConfigError(f"lr_ranges has no range for regime {regime!r}")
+            low, high = self.lr_ranges[regime]
+            if not 0 < low <= high:
+                raise ConfigError(
+                    f"lr_ranges[{regime!r}]=({low:g}, {high:g}) is not valid: 0 < low <= high"
+                )
+        if not self.finetune_blocks or any(not 1 <= b <= NUM_BLOCKS for b in self.finetune_blocks):
+            raise ConfigError(
+                f"finetune_blocks={list(self.finetune_blocks)} is not valid: "
+                f"integers from 1 to {NUM_BLOCKS}"
+            )
+        if not self.augments or any(a not in AUGMENTS for a in self.augments):
+            raise ConfigError(f"augments={list(self.augments)} is not valid: from {AUGMENTS}")
+        if self.num_samples < 1:
+            raise ConfigError(f"num_samples={self.num_samples} is not valid: at least 1")
+        if self.grace_period < 1:
+            raise ConfigError(f"grace_period={self.grace_period} is not valid: at least 1")
+        if self.reduction_factor <= 1:
+            raise ConfigError(f"reduction_factor={self.reduction_factor} is not valid: above 1")
+        if self.gradcam_images < 1:
+            raise ConfigError(f"gradcam_images={self.gradcam_images} is not valid: at least 1")
+        if self.data is None and self.demo is None:
+            raise ConfigError(
+                f"preset {self.preset!r} sweeps a prepared data set: pass --data "
+                "(make one with jobs/prepare.py --source <Stanford Cars folder> --out <dir>)"
+            )
+        # Validate the per-trial settings now, not inside a trial an hour later.
+        self.create_train_config(
+            self.data or "<demo data>",
+            "finetune",
+            self.lr_ranges.get("finetune", (1e-3, 1e-3))[0],
+            self.augments[0],
+            self.finetune_blocks[0],
+        )
+
+    @property
+    def num_trials(self) -> int:
+        """How many trials the sweep runs."""
+        return self.num_samples * len(self.regimes)
+
+    def create_train_config(
+        self,
+        data: str,
+        regime: str,
+        lr: float,
+        augment: str,
+        trainable_blocks: int | None = None,
+        *,
+        cpus_per_worker: float | None = None,
+    ) -> TrainConfig:
+        """The training run of one trial."""
+        return TrainConfig(
+            data=data,
+            regime=regime,
+            trainable_blocks=trainable_blocks,
+            weights=None if regime == "scratch" else self.weights,
+            lr=lr,
+            backbone_lr_mult=self.backbone_lr_mult,
+            augment=augment,
+            bbox_crop=self.bbox_crop,
+            image_size=self.image_size,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            use_gpu=self.use_gpu,
+            cpus_per_worker=cpus_per_worker or self.cpus_per_worker,
+            loader_workers=self.loader_workers,
+            seed=self.seed,
+            max_failures=self.max_failures,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (written next to the sweep, read back by ``--resume``)."""
+        values = dataclasses.asdict(self)
+        values["lr_ranges"] = {k: list(v) for k, v in self.lr_ranges.items()}
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Self:
+        """Rebuild a config written by ``to_dict``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown SweepConfig fields {unknown}")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        """The config as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some fields changed, validated again."""
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "num_samples": 1,
+        "finetune_blocks": (1, 2),
+        "augments": ("none", "basic"),
+        "lr_ranges": {"scratch": (1e-3, 3e-3), "frozen": (3e-3, 1e-2), "finetune": (1e-3, 3e-3)},
+        "epochs": 2,
+        "batch_size": 16,
+        "image_size": 64,
+        "num_workers": 2,
+        "cpus_per_worker": 1.0,
+        "grace_period": 1,
+        "max_failures": 1,
+        "gradcam_images": 4,
+        "demo": DemoSpec(
+            num_classes=4,
+            train_per_class=10,
+            test_per_class=4,
+            source_classes=4,
+            source_train_per_class=10,
+            pretrain_epochs=1,
+            pretrain_lr=2e-3,
+            val_fraction=0.25,
+        ),
+    },
+    "demo": {
+        "num_samples": 2,
+        "finetune_blocks": (1, 2, 4),
+        "augments": ("none", "basic"),
+        "lr_ranges": {"scratch": (1e-3, 3e-3), "frozen": (3e-3, 2e-2), "finetune": (1e-3, 4e-3)},
+        "epochs": 4,
+        "batch_size": 32,
+        "image_size": 64,
+        "num_workers": 1,
+        "cpus_per_worker": 1.0,
+        "grace_period": 2,
+        "max_failures": 1,
+        "gradcam_images": 8,
+        "demo": DemoSpec(
+            num_classes=8,
+            train_per_class=40,
+            test_per_class=12,
+            source_classes=12,
+            source_train_per_class=50,
+            pretrain_epochs=4,
+            pretrain_lr=2e-3,
+            val_fraction=0.2,
+        ),
+    },
+    "full": {
+        "num_samples": 4,
+        "finetune_blocks": (1, 2, 4, 8, 14),
+        "augments": AUGMENTS,
+        "lr_ranges": {"scratch": (3e-4, 3e-3), "frozen": (1e-3, 3e-2), "finetune": (5e-5, 2e-3)},
+        "epochs": 30,
+        "batch_size": 64,
+        "image_size": 299,
+        "num_workers": 1,
+        "use_gpu": True,
+        "cpus_per_worker": 8.0,
+        "weights": "imagenet",
+        "grace_period": 5,
+        "max_failures": 3,
+        "gradcam_images": 8,
+        "demo": None,
+    },
+}
+
+
+def create_sweep_config(preset: str, name: str, **overrides: Any) -> SweepConfig:
+    """A sweep config from a preset, with the given fields (those not ``None``) replaced."""
+    if preset not in PRESETS:
+        raise ConfigError(f"preset={preset!r} is not valid: one of {sorted(PRESETS)}")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    return SweepConfig(name=name, preset=preset, **values)

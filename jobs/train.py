@@ -1,0 +1,33 @@
+"""One training run of an Xception regime on Ray Train, without Tune.
+
+Run it as ``python jobs/train.py --data DIR ...`` or under ``ray job submit``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from cars.cli import exit_on_user_error, parse_train_args
+from cars.config import METRIC, MODE
+from cars.study import run_train_job
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train; print where the result and its checkpoints went."""
+    with exit_on_user_error():
+        job = parse_train_args(argv)
+        result = run_train_job(job)
+    if result.error is not None:
+        print(f"error: the run failed: {result.error}", file=sys.stderr)
+        return 1
+    print(f"\nResult: {result.path}")
+    print(f"Last checkpoint: {result.checkpoint.path if result.checkpoint else 'none'}")
+    best = result.get_best_checkpoint(METRIC, MODE)
+    if best is not None:
+        print(f"Best checkpoint ({METRIC}): {best.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

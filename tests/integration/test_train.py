@@ -1,0 +1,84 @@
+"""Ray Train runs of the real model on the tiny synthetic set, over 2 CPU workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cars.config import METRIC, TrainConfig
+from cars.optim import WarmupCosine
+from cars.train import FAULT_EPOCH_ENV, FAULT_MARKER_ENV, run_training
+from cars.weights import load_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+def _config(data: Path, **changes: object) -> TrainConfig:
+    values: dict = {
+        "data": str(data),
+        "regime": "scratch",
+        "epochs": 2,
+        "batch_size": 8,
+        "image_size": 64,
+        "num_workers": 2,
+        "cpus_per_worker": 1.0,
+        "max_failures": 1,
+        "warmup_epochs": 1.0,
+    }
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_two_worker_run_reports_every_epoch_with_a_checkpoint(
+    ray_cluster: None, prepared_set: Path, tmp_path: Path
+) -> None:
+    config = _config(prepared_set)
+    result = run_training(config, storage_path=str(tmp_path), name="two-workers")
+
+    assert result.error is None
+    assert result.metrics["epoch"] == 2
+    assert result.metrics["world_size"] == 2
+    # 36 training images split over 2 workers in batches of 4: 4 full batches each.
+    assert result.metrics["train_images"] == 32
+    # Validation is sharded without padding: each of the 12 images counts once.
+    assert result.metrics["val_images"] == 12
+    assert 0.0 <= result.metrics[METRIC] <= 1.0
+    epochs = sorted(metrics["epoch"] for _, metrics in result.best_checkpoints)
+    assert epochs == [1, 2]
+
+    state = load_checkpoint(result.checkpoint.path)
+    assert state["epoch"] == 2
+    assert state["config"] == config.to_dict()
+    assert len(state["class_names"]) == 4
+    assert state["model"]["fc.weight"].shape == torch.Size([4, 2048])
+
+
+def test_a_crashed_worker_is_restarted_and_resumes_its_schedule(
+    ray_cluster: None, prepared_set: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "crashed"
+    config = _config(prepared_set, epochs=3, checkpoints_to_keep=3)
+    result = run_training(
+        config,
+        storage_path=str(tmp_path),
+        name="crash-once",
+        worker_env={FAULT_EPOCH_ENV: "2", FAULT_MARKER_ENV: str(marker)},
+    )
+
+    assert marker.exists(), "the fault switch never fired"
+    assert result.error is None
+    assert result.metrics["epoch"] == 3
+    # Resumed at epoch 2 from epoch 1's checkpoint: no epoch ran twice.
+    reported = sorted(metrics["epoch"] for _, metrics in result.best_checkpoints)
+    assert reported == [1, 2, 3]
+
+    # The learning-rate schedule continued instead of restarting: its step count
+    # and the last epoch's rate are those of an uninterrupted run.
+    state = load_checkpoint(result.checkpoint.path)
+    steps_per_epoch = 4
+    assert state["scheduler"]["last_epoch"] == 3 * steps_per_epoch
+    schedule = WarmupCosine(steps_per_epoch, 3 * steps_per_epoch, config.min_lr_ratio)
+    expected_lr = config.lr * schedule(3 * steps_per_epoch)
+    assert result.metrics["lr"] == pytest.approx(expected_lr)

@@ -1,0 +1,59 @@
+"""Trial reservations fit the cluster, and concurrency follows from them."""
+
+from __future__ import annotations
+
+import pytest
+
+from cars.resources import ResourceError, plan_trial_resources
+
+
+def test_two_workers_on_two_cpus_run_one_trial_at_a_time() -> None:
+    plan = plan_trial_resources({"CPU": 2}, num_workers=2, cpus_per_worker=1, use_gpu=False)
+    assert plan.cpus_per_trial <= 2
+    assert plan.max_concurrent_trials == 1
+
+
+def test_one_worker_trials_share_two_cpus() -> None:
+    plan = plan_trial_resources({"CPU": 2}, num_workers=1, cpus_per_worker=1, use_gpu=False)
+    assert plan.cpus_per_worker == 1
+    assert plan.max_concurrent_trials == 2
+
+
+def test_workers_shrink_to_fit_a_small_machine() -> None:
+    plan = plan_trial_resources({"CPU": 2}, num_workers=3, cpus_per_worker=2, use_gpu=False)
+    assert plan.cpus_per_worker == pytest.approx(0.66)
+    assert plan.num_workers * plan.cpus_per_worker <= 2
+    plan = plan_trial_resources({"CPU": 5}, num_workers=2, cpus_per_worker=4, use_gpu=False)
+    assert plan.cpus_per_worker == 2
+
+
+def test_gpu_trials_are_limited_by_gpus_and_cpus() -> None:
+    cluster = {"CPU": 96, "GPU": 8}
+    plan = plan_trial_resources(cluster, num_workers=2, cpus_per_worker=8, use_gpu=True)
+    assert plan.max_concurrent_trials == 4 and plan.fits_now
+    plan = plan_trial_resources(cluster, num_workers=2, cpus_per_worker=32, use_gpu=True)
+    assert plan.max_concurrent_trials == 1
+
+
+def test_gpu_cluster_still_scaling_up_runs_one_trial_unless_told() -> None:
+    plan = plan_trial_resources({"CPU": 8}, num_workers=2, cpus_per_worker=8, use_gpu=True)
+    assert not plan.fits_now
+    assert plan.max_concurrent_trials == 1
+    plan = plan_trial_resources(
+        {"CPU": 8}, num_workers=2, cpus_per_worker=8, use_gpu=True, max_concurrent_trials=4
+    )
+    assert plan.max_concurrent_trials == 4
+
+
+def test_impossible_cpu_plans_fail_with_a_fix() -> None:
+    with pytest.raises(ResourceError, match="lower --num-workers"):
+        plan_trial_resources({"CPU": 0.5}, num_workers=200, cpus_per_worker=1, use_gpu=False)
+    with pytest.raises(ResourceError, match="at least 1"):
+        plan_trial_resources(
+            {"CPU": 2}, num_workers=1, cpus_per_worker=1, use_gpu=False, max_concurrent_trials=0
+        )
+
+
+def test_cpu_reservations_are_whole_above_one() -> None:
+    plan = plan_trial_resources({"CPU": 3}, num_workers=2, cpus_per_worker=1.5, use_gpu=False)
+    assert plan.cpus_per_worker == 1
