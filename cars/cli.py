@@ -45,12 +45,10 @@ def _timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-def _weights(value: str) -> str | None:
+def _weights(value: str) -> str:
     """``imagenet``, ``none``, or a local file or folder (resolved against the project)."""
-    if value.lower() == "none":
-        return None
-    if value.lower() == "imagenet":
-        return "imagenet"
+    if value.lower() in ("none", "imagenet"):
+        return value.lower()
     return resolve_path(value)
 
 
@@ -159,9 +157,9 @@ def parse_train_args(argv: Sequence[str] | None = None) -> TrainJob:
         epochs=args.epochs,
         batch_size=args.batch_size,
         image_size=args.image_size,
-        num_workers=args.num_workers or 1,
+        num_workers=1 if args.num_workers is None else args.num_workers,
         use_gpu=bool(args.use_gpu),
-        cpus_per_worker=args.cpus_per_worker or 1.0,
+        cpus_per_worker=1.0 if args.cpus_per_worker is None else args.cpus_per_worker,
         loader_workers=args.loader_workers,
         compile=args.compile,
         seed=args.seed,
@@ -264,7 +262,10 @@ def parse_sweep_args(argv: Sequence[str] | None = None) -> SweepJob:
         for regime, low, high in args.lr_range:
             if regime not in REGIMES:
                 parser.error(f"--lr-range: unknown regime {regime!r}; one of {REGIMES}")
-            lr_ranges[regime] = (float(low), float(high))
+            try:
+                lr_ranges[regime] = (float(low), float(high))
+            except ValueError:
+                parser.error(f"--lr-range {regime} {low} {high}: LOW and HIGH must be numbers")
     name = args.name or f"{args.preset}-{_timestamp()}"
     sweep = create_sweep_config(
         args.preset,

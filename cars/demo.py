@@ -22,7 +22,7 @@ from cars.data import prepare_synthetic
 from cars.paths import PROJECT_ROOT
 from cars.resources import plan_trial_resources
 from cars.storage import exists, join_path
-from cars.sweep_config import DemoSpec, SweepConfig
+from cars.sweep_config import DEMO_SOURCE_WEIGHTS, DemoSpec, SweepConfig
 from cars.train import run_training
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class DemoInputs:
 
     data: str
     source_data: str
-    weights: str
+    weights: str | None
 
 
 def _fingerprint(*parts: object) -> str:
@@ -127,5 +127,7 @@ def prepare_demo(sweep: SweepConfig) -> DemoInputs:
     if sweep.demo is None:
         raise ValueError(f"preset {sweep.preset!r} has no demo; pass --data")
     data, source_data = prepare_demo_data(sweep.demo, sweep.seed)
-    weights = sweep.weights or pretrain_source_model(sweep, source_data)
+    weights = sweep.weights
+    if weights == DEMO_SOURCE_WEIGHTS:
+        weights = pretrain_source_model(sweep, source_data)
     return DemoInputs(data=data, source_data=source_data, weights=weights)

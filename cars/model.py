@@ -17,7 +17,7 @@ from timm.utils import unwrap_model
 from torch import nn
 
 from cars.config import NUM_BLOCKS, REGIMES, ConfigError, resolve_trainable_blocks
-from cars.weights import load_weights
+from cars.weights import load_weights, read_weights
 
 ARCHITECTURE = "legacy_xception"
 
@@ -155,3 +155,15 @@ def frozen_batchnorm_names(model: nn.Module) -> list[str]:
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The parameters of the classifier head (``fc``), which always trains."""
     return list(unwrap_model(model).get_submodule(HEAD).parameters())
+
+
+def check_weights(source: str | Path) -> None:
+    """Fail now, not inside every trial, when ``source`` cannot be loaded.
+
+    ImageNet weights are fetched into timm's cache (so trials on this node find
+    them there); files and folders are read and checked to be a state dict.
+    """
+    if str(source).lower() == "imagenet":
+        load_weights(timm.create_model(ARCHITECTURE, pretrained=False), "imagenet")
+    else:
+        read_weights(source)

@@ -7,6 +7,8 @@ import os
 
 import ray
 
+logger = logging.getLogger(__name__)
+
 # Ray's own INFO lines (dashboard URL, token set-up) drown the study's progress.
 _RAY_LOGGING_LEVEL = logging.WARNING
 
@@ -24,3 +26,21 @@ def init_ray(num_cpus: int | None = None) -> None:
     # every epoch line would show twice; plain stdout is forwarded once.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     ray.init(num_cpus=num_cpus, logging_level=_RAY_LOGGING_LEVEL)
+    _warn_about_other_local_instances()
+
+
+def _warn_about_other_local_instances() -> None:
+    """Several local Ray instances break the state API that Train's cleanup relies on."""
+    try:
+        others = set(ray._private.services.find_gcs_addresses())
+    except Exception:  # a private API: never let the check itself fail a job
+        return
+    others.discard(ray.get_runtime_context().gcs_address)
+    if others:
+        logger.warning(
+            "Other Ray instances run on this machine (%s). Ray's state API then cannot tell "
+            "them apart, Ray Train cannot release finished worker groups, and later trials "
+            "wait for CPUs forever. Stop them (`ray stop`, or end those Python sessions), "
+            "or join one of them with RAY_ADDRESS.",
+            ", ".join(sorted(others)),
+        )

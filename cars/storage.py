@@ -31,6 +31,10 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        # mkstemp makes the file private (0600); give it the usual mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        Path(tmp).chmod(0o666 & ~umask)
         Path(tmp).replace(target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -51,7 +55,7 @@ def write_text(path: str, text: str) -> None:
 def read_text(path: str) -> str:
     """Read a text file from local disk or a URI."""
     if not is_uri(path):
-        return Path(path).read_text()
+        return Path(path).read_text(encoding="utf-8")
     filesystem, fs_path = pyarrow.fs.FileSystem.from_uri(path)
     with filesystem.open_input_stream(fs_path) as f:
         return f.read().decode()

@@ -10,13 +10,16 @@ import ray.tune
 
 from cars.cli import SweepJob, TrainJob
 from cars.config import METRIC, MODE
+from cars.data import read_dataset_info
 from cars.demo import prepare_demo
+from cars.model import check_weights
 from cars.paths import is_uri
 from cars.report import write_report
 from cars.runtime import init_ray
 from cars.scheduler import trial_regime
 from cars.storage import exists, join_path
 from cars.sweep import SWEEP_CONFIG_FILE, SweepOutcome, resume_sweep, run_sweep
+from cars.sweep_config import DEMO_SOURCE_WEIGHTS
 from cars.train import run_training
 
 logger = logging.getLogger(__name__)
@@ -97,6 +100,10 @@ def run_study(job: SweepJob) -> StudyOutcome:
                 f"a sweep named {sweep.name!r} already exists at {path}; pass --resume to "
                 "continue it, or choose another --name"
             )
+        if sweep.data is not None:
+            read_dataset_info(sweep.data)  # a clear error now if it is not a prepared set
+        if sweep.weights not in (None, DEMO_SOURCE_WEIGHTS):
+            check_weights(sweep.weights)
         if sweep.data is None:
             demo = prepare_demo(sweep)
             print(f"Demo data: {demo.data} (source classes: {demo.source_data})")
@@ -115,5 +122,8 @@ def _write_report(outcome: SweepOutcome, job: SweepJob) -> str:
 
 def run_train_job(job: TrainJob) -> ray.train.Result:
     """One training run without Tune."""
+    read_dataset_info(job.config.data)
+    if job.config.weights is not None:
+        check_weights(job.config.weights)
     init_ray()
     return run_training(job.config, storage_path=job.storage, name=job.name)

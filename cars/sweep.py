@@ -24,7 +24,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from cars.config import METRIC, MODE, TrainConfig
 from cars.resources import DRIVER_RESOURCES, TrialResources, plan_trial_resources
 from cars.scheduler import RegimeASHAScheduler, trial_regime
-from cars.storage import join_path, read_text, write_text
+from cars.storage import exists, join_path, read_text, write_text
 from cars.sweep_config import SweepConfig
 from cars.train import create_trainer
 
@@ -146,9 +146,12 @@ def create_tuner(sweep: SweepConfig, resources: TrialResources) -> ray.tune.Tune
             metric=METRIC,
             mode=MODE,
             scheduler=scheduler,
-            search_alg=BasicVariantGenerator(random_state=sweep.seed),
+            # The limit goes to the generator itself: Tune ignores
+            # TuneConfig.max_concurrent_trials when given a generator instance.
+            search_alg=BasicVariantGenerator(
+                random_state=sweep.seed, max_concurrent=resources.max_concurrent_trials
+            ),
             num_samples=sweep.num_samples,
-            max_concurrent_trials=resources.max_concurrent_trials,
             trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name,
         ),
@@ -198,7 +201,13 @@ def run_sweep(sweep: SweepConfig) -> SweepOutcome:
 
 def read_sweep_config(path: str) -> SweepConfig:
     """The config a sweep was started with."""
-    return SweepConfig.from_dict(json.loads(read_text(join_path(path, SWEEP_CONFIG_FILE))))
+    config_path = join_path(path, SWEEP_CONFIG_FILE)
+    if not exists(config_path):
+        raise FileNotFoundError(
+            f"{path} is not a sweep of this project ({SWEEP_CONFIG_FILE} is missing); "
+            "pass the sweep's folder, <storage>/<name>, e.g. runs/demo-20260101-120000"
+        )
+    return SweepConfig.from_dict(json.loads(read_text(config_path)))
 
 
 def resume_sweep(path: str) -> SweepOutcome:

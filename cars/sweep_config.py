@@ -15,6 +15,10 @@ from typing import Any, Self
 
 from cars.config import AUGMENTS, NUM_BLOCKS, REGIMES, ConfigError, TrainConfig
 
+# The demo presets' weights: a source model the demo pretrains on synthetic
+# classes disjoint from the study's, standing in for ImageNet.
+DEMO_SOURCE_WEIGHTS = "demo-source"
+
 
 @dataclass(frozen=True)
 class DemoSpec:
@@ -81,6 +85,14 @@ class SweepConfig:
         )
         if isinstance(self.demo, Mapping):
             object.__setattr__(self, "demo", DemoSpec(**self.demo))
+        if self.weights is not None and self.weights.lower() == "none":
+            object.__setattr__(self, "weights", None)
+        if self.weights == DEMO_SOURCE_WEIGHTS and (self.demo is None or self.data is not None):
+            raise ConfigError(
+                f"weights={self.weights!r} is not valid with --data: the demo's source model "
+                "exists only for the demo's synthetic data; pass --weights imagenet, a "
+                "weights file or checkpoint, or none"
+            )
         if not self.name or "/" in self.name:
             raise ConfigError(f"name={self.name!r} is not valid: a non-empty name without '/'")
         if self.preset not in PRESETS:
@@ -199,6 +211,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "grace_period": 1,
         "max_failures": 1,
         "gradcam_images": 4,
+        "weights": DEMO_SOURCE_WEIGHTS,
         "demo": DemoSpec(
             num_classes=4,
             train_per_class=10,
@@ -223,6 +236,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "grace_period": 2,
         "max_failures": 1,
         "gradcam_images": 8,
+        "weights": DEMO_SOURCE_WEIGHTS,
         "demo": DemoSpec(
             num_classes=8,
             train_per_class=40,
@@ -255,8 +269,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def create_sweep_config(preset: str, name: str, **overrides: Any) -> SweepConfig:
-    """A sweep config from a preset, with the given fields (those not ``None``) replaced."""
+    """A sweep config from a preset, with the given fields (those not ``None``) replaced.
+
+    The demo presets transfer from their own source model; given ``data``, they
+    transfer from ImageNet unless ``weights`` says otherwise.
+    """
     if preset not in PRESETS:
         raise ConfigError(f"preset={preset!r} is not valid: one of {sorted(PRESETS)}")
-    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values = {**PRESETS[preset], **given}
+    if values.get("weights") == DEMO_SOURCE_WEIGHTS and values.get("data") is not None:
+        # A demo preset on a real data set: transfer from ImageNet, as the study does.
+        values["weights"] = given.get("weights", "imagenet")
     return SweepConfig(name=name, preset=preset, **values)

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Subset
 from cars.config import METRIC, MODE, TrainConfig
 from cars.data import CarsDataset, create_transform_for, read_dataset_info
 from cars.engine import evaluate, train_one_epoch
+from cars.history import read_history, write_history
 from cars.model import build_model, count_parameters
 from cars.optim import create_loss, create_mixup, create_optimizer, create_scheduler
 from cars.weights import load_checkpoint, save_checkpoint
@@ -147,10 +148,12 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     mixup_fn = create_mixup(config, info.num_classes)
 
     start_epoch = 1
+    history: list[dict[str, Any]] = []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_checkpoint(directory)
+            history = read_history(directory)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -200,10 +203,12 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
             "total_params": total_params,
             "world_size": world_size,
         }
+        history.append(metrics)
         if rank == 0:
             print(format_epoch(metrics, config.epochs), flush=True)
         _report(
             metrics,
+            history=history,
             rank=rank,
             model=model,
             optimizer=optimizer,
@@ -217,6 +222,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
 def _report(
     metrics: dict[str, Any],
     *,
+    history: list[dict[str, Any]],
     rank: int,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -239,6 +245,7 @@ def _report(
                 class_names=list(class_names),
                 metrics=metrics,
             )
+            write_history(directory, history)
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch-{epoch:04d}")
 

@@ -10,11 +10,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import ray.train
 from ray.tune import ExperimentAnalysis
 
 from cars.config import METRIC, MODE, REGIMES
+from cars.history import read_history
 from cars.storage import exists, join_path
 from cars.sweep import read_sweep_config, train_run_name
 from cars.sweep_config import SweepConfig
@@ -58,29 +60,46 @@ def _status(trial: Any, epochs_run: int, max_epochs: int) -> tuple[str, bool]:
     return "interrupted", False
 
 
-def _best_checkpoint(train_path: str) -> tuple[str | None, dict[str, Any]]:
-    """The best checkpoint (by the sweep metric) of a Train run, and its metrics."""
+@dataclass(frozen=True)
+class TrainRunState:
+    """What a trial's Train run left in storage."""
+
+    best_checkpoint: str | None
+    best_metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def read_train_run(train_path: str) -> TrainRunState:
+    """The best checkpoint (by the sweep metric) of a Train run, and its epochs so far."""
     if not exists(train_path):
-        return None, {}
+        return TrainRunState(None, {}, [])
     result = ray.train.Result.from_path(train_path)
+    history = read_history(result.checkpoint.path) if result.checkpoint else []
     scored = [(c, m) for c, m in result.best_checkpoints if METRIC in m]
     if not scored:
-        return None, {}
+        return TrainRunState(None, {}, history)
     sign = 1 if MODE == "max" else -1
     checkpoint, metrics = max(scored, key=lambda cm: (sign * cm[1][METRIC], -cm[1]["val_loss"]))
-    return checkpoint.path, metrics
+    return TrainRunState(checkpoint.path, metrics, history)
 
 
-def _epochs_of(frame: pd.DataFrame | None) -> pd.DataFrame:
-    """One row per epoch; a restored trial that re-reported an epoch keeps its last report."""
-    if frame is None or frame.empty or "epoch" not in frame:
+def _epochs_of(frame: pd.DataFrame | None, history: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per epoch, from the checkpoint's history and Tune's log of the trial.
+
+    A restored trial's Tune log starts where its Train run resumed, so the
+    history supplies the epochs before; an epoch in both keeps Tune's report.
+    """
+    frame = pd.concat([pd.DataFrame(history), frame], ignore_index=True)
+    if frame.empty or "epoch" not in frame:
         return pd.DataFrame(columns=list(EPOCH_COLUMNS))
     frame = frame.dropna(subset=["epoch"]).astype({"epoch": int})
     frame = frame.drop_duplicates("epoch", keep="last").sort_values("epoch")
     return frame.reindex(columns=list(EPOCH_COLUMNS)).reset_index(drop=True)
 
 
-def _trial_row(trial: Any, curve: pd.DataFrame, sweep: SweepConfig, path: str) -> dict[str, Any]:
+def _trial_row(
+    trial: Any, curve: pd.DataFrame, run: TrainRunState, sweep: SweepConfig
+) -> dict[str, Any]:
     config = trial.config
     row: dict[str, Any] = {"trial_id": trial.trial_id}
     row.update({key: config.get(key) for key in SWEPT})
@@ -105,12 +124,9 @@ def _trial_row(trial: Any, curve: pd.DataFrame, sweep: SweepConfig, path: str) -
             seconds_per_epoch=float(curve["epoch_seconds"].mean()),
             images_per_second=float(curve["images_per_second"].mean()),
         )
-    train_path = join_path(path, train_run_name(trial.trial_id))
-    checkpoint, metrics = _best_checkpoint(train_path)
-    row["trainable_params"] = metrics.get("trainable_params")
-    row["total_params"] = metrics.get("total_params")
-    row["checkpoint"] = checkpoint
-    row["train_run"] = train_path
+    row["trainable_params"] = run.best_metrics.get("trainable_params")
+    row["total_params"] = run.best_metrics.get("total_params")
+    row["checkpoint"] = run.best_checkpoint
     return row
 
 
@@ -139,14 +155,16 @@ TRIAL_COLUMNS = (
 
 
 def read_sweep_results(path: str) -> SweepResults:
-    """Read every trial of the sweep at ``path`` (needs a connected Ray for Tune's paths)."""
+    """Read every trial of the sweep at ``path``, finished or not."""
     sweep = read_sweep_config(path)
     analysis = ExperimentAnalysis(path)
     curves = analysis.trial_dataframes
     rows, epoch_frames, missing = [], [], []
     for trial in sorted(analysis.trials, key=lambda t: t.trial_id):
-        curve = _epochs_of(curves.get(trial.trial_id))
-        row = _trial_row(trial, curve, sweep, path)
+        train_path = join_path(path, train_run_name(trial.trial_id))
+        run = read_train_run(train_path)
+        curve = _epochs_of(curves.get(trial.trial_id), run.history)
+        row = {**_trial_row(trial, curve, run, sweep), "train_run": train_path}
         rows.append(row)
         if row["status"] != "finished":
             missing.append(f"trial {trial.trial_id} ({row['regime']}) is {row['status']}")
@@ -154,7 +172,17 @@ def read_sweep_results(path: str) -> SweepResults:
             missing.append(f"trial {trial.trial_id} has no checkpoint in {row['train_run']}")
         epoch_frames.append(curve.assign(trial_id=trial.trial_id, regime=row["regime"]))
     trials = pd.DataFrame(rows).reindex(columns=list(TRIAL_COLUMNS))
-    trials = trials.astype({"stopped_early": bool, "epochs_run": int, "max_epochs": int})
+    trials = trials.astype(
+        {
+            "stopped_early": bool,
+            "epochs_run": int,
+            "max_epochs": int,
+            "best_epoch": "Int64",
+            "trainable_blocks": "Int64",
+            "trainable_params": "Int64",
+            "total_params": "Int64",
+        }
+    )
     epochs = pd.concat([f for f in epoch_frames if len(f)] or [pd.DataFrame()], ignore_index=True)
     epochs = epochs.reindex(columns=["trial_id", "regime", *EPOCH_COLUMNS])
     epochs = epochs.astype({"epoch": int}) if len(epochs) else epochs
@@ -182,5 +210,5 @@ def select_regime_bests(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def is_number(value: Any) -> bool:
-    """Whether ``value`` is a real number (not None or NaN)."""
-    return isinstance(value, int | float) and not math.isnan(value)
+    """Whether ``value`` is a real number (not None, NaN or pandas' NA)."""
+    return isinstance(value, int | float | np.integer | np.floating) and not math.isnan(value)

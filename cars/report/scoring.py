@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from cars.config import TrainConfig
 from cars.data import CarsDataset, create_transform_for, read_dataset_info
 from cars.model import build_model
+from cars.runtime import init_ray
 from cars.weights import load_weights
 
 
@@ -109,5 +110,6 @@ def score_checkpoints(jobs: list[tuple[str, dict[str, Any]]], use_gpu: bool) -> 
     """Score several checkpoints: one GPU task each on a GPU cluster, else here, in turn."""
     if not use_gpu:
         return [score_checkpoint(checkpoint, config) for checkpoint, config in jobs]
+    init_ray()
     task = ray.remote(num_gpus=1, num_cpus=4)(score_checkpoint)
     return ray.get([task.remote(checkpoint, config) for checkpoint, config in jobs])

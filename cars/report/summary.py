@@ -49,6 +49,10 @@ def _pct(value: object) -> str:
     return f"{100 * float(value):.1f}%" if is_number(value) else "n/a"
 
 
+def _int(value: object) -> str:
+    return str(int(value)) if is_number(value) else "n/a"
+
+
 def _config_text(row: pd.Series) -> str:
     parts = [f"lr {row['lr']:.2g}", f"augment {row['augment']}"]
     if row["regime"] == "finetune":
@@ -67,8 +71,8 @@ def _regime_table(regimes: pd.DataFrame, has_test: bool) -> list[str]:
         test_top5 = _pct(row["test_top5"]) if has_test else "unknown labels"
         lines.append(
             f"| {row['regime']} | {row['trial_id']} | {_config_text(row)} "
-            f"| {row['epochs_run']}/{row['max_epochs']} "
-            f"| {_pct(row['best_val_acc'])} ({row['best_epoch']}) | {test_acc} | {test_top5} "
+            f"| {_int(row['epochs_run'])}/{_int(row['max_epochs'])} "
+            f"| {_pct(row['best_val_acc'])} ({_int(row['best_epoch'])}) | {test_acc} | {test_top5} "
             f"| {int(row['trainable_params']):,} | {row['seconds_per_epoch']:.1f} "
             f"| {row['images_per_second']:.0f} |"
         )
@@ -171,8 +175,8 @@ def render_summary(inputs: SummaryInputs) -> str:
             "",
             f"**Best overall: trial {inputs.best_trial} ({best['regime']}, "
             f"{_config_text(best)})**, chosen because it reached the highest best validation "
-            f"accuracy ({_pct(best['best_val_acc'])} at epoch {best['best_epoch']}; ties go to "
-            "the lower validation loss). Its weights are in `best/`.",
+            f"accuracy ({_pct(best['best_val_acc'])} at epoch {_int(best['best_epoch'])}; "
+            "ties go to the lower validation loss). Its weights are in `best/`.",
         ]
     lines += [
         "",

@@ -29,7 +29,6 @@ from cars.report.scoring import (
     score_checkpoints,
 )
 from cars.report.summary import REFERENCE, SummaryInputs, render_summary
-from cars.runtime import init_ray
 from cars.storage import write_bytes_atomic
 from cars.weights import load_checkpoint, save_best_weights
 
@@ -144,7 +143,6 @@ def write_report(
     A sweep that was interrupted still gets a report of what it has, and the
     report lists what is missing.
     """
-    init_ray()
     results = read_sweep_results(sweep_path)
     config = results.config
     assert config.data is not None

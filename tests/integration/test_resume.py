@@ -1,0 +1,111 @@
+"""A sweep whose driver is killed mid-run resumes to completion with --resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from job_runner import job_command, job_env, run_job
+
+from cars.report.results import read_sweep_results
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 5
+
+
+def _reported_epochs(trial_dir: Path) -> list[int]:
+    result = trial_dir / "result.json"
+    if not result.exists():
+        return []
+    return [json.loads(line)["epoch"] for line in result.read_text().splitlines() if line]
+
+
+def _trial_statuses(sweep_dir: Path) -> dict[str, str]:
+    """Trial id -> status, as Tune's last saved experiment state has it."""
+    states = sorted(sweep_dir.glob("experiment_state-*.json"))
+    if not states:
+        return {}
+    try:
+        trials = json.loads(states[-1].read_text())["trial_data"]
+    except (json.JSONDecodeError, KeyError):
+        return {}  # caught mid-write
+    return {t["trial_id"]: t["status"] for t in (json.loads(data) for data, _ in trials)}
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_killed_sweep_resumes_where_it_stopped(prepared_set: Path, tmp_path: Path) -> None:
+    storage = tmp_path / "runs"
+    sweep_dir = storage / "resumable"
+    args = [
+        "--data", str(prepared_set), "--preset", "smoke", "--regimes", "frozen", "finetune",
+        "--weights", "none",
+        "--epochs", str(EPOCHS), "--image-size", "128", "--storage", str(storage),
+        "--name", "resumable", "--no-report",
+    ]  # fmt: skip
+    log = (tmp_path / "first.log").open("w")
+    driver = subprocess.Popen(
+        job_command("sweep", args),
+        cwd=tmp_path,
+        env=job_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        # Kill the driver (and the Ray it started) once the first trial has
+        # finished and the second has reported its first epoch.
+        def second_trial_started() -> bool:
+            statuses = _trial_statuses(sweep_dir)
+            if sorted(statuses.values()) != ["RUNNING", "TERMINATED"]:
+                return False
+            running = next(t for t, status in statuses.items() if status == "RUNNING")
+            checkpoints = {p.name for p in (sweep_dir / f"train-{running}").glob("epoch-*")}
+            return bool(checkpoints) and f"epoch-{EPOCHS:04d}" not in checkpoints
+
+        _wait_for(second_trial_started, 300, "the second trial's first epoch")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+        log.close()
+
+    finished, interrupted = sorted(sweep_dir.glob("f*_*"), key=lambda d: -len(_reported_epochs(d)))
+    finished_rows = _reported_epochs(finished)
+    finished_run = sweep_dir / f"train-{finished.name.split('_', 1)[1]}"
+    finished_files = {p: p.stat().st_mtime for p in finished_run.rglob("*") if p.is_file()}
+
+    resumed = run_job(
+        "sweep", ["--resume", "--name", "resumable", "--storage", str(storage), "--no-report"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"Resuming the sweep in {sweep_dir}" in resumed.stdout
+
+    # The finished trial was not run again.
+    assert _reported_epochs(finished) == finished_rows == list(range(1, EPOCHS + 1))
+    assert {p: p.stat().st_mtime for p in finished_run.rglob("*") if p.is_file()} == (
+        finished_files
+    )
+    # The interrupted trial continued from its checkpoint: Tune's log of the
+    # restarted driver begins after epoch 1, and the whole curve is still there.
+    after_restore = _reported_epochs(interrupted)
+    assert after_restore[0] > 1
+    assert after_restore[-1] == EPOCHS
+    results = read_sweep_results(str(sweep_dir))
+    trial_id = interrupted.name.split("_", 1)[1]
+    curve = results.epochs[results.epochs["trial_id"] == trial_id]
+    assert list(curve["epoch"]) == list(range(1, EPOCHS + 1))
+    assert set(results.trials["status"]) == {"finished"}

@@ -1,0 +1,186 @@
+"""A real sweep of 4 trials x 2 workers on a 2-CPU Ray, and the report written from it."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+from PIL import Image
+
+from cars.model import build_model
+from cars.report import write_report
+from cars.report.results import EPOCH_COLUMNS, TRIAL_COLUMNS
+from cars.sweep import SWEEP_CONFIG_FILE, run_sweep
+from cars.sweep_config import create_sweep_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sweep(
+    ray_cluster: None, prepared_set: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, ray.tune.ResultGrid]:
+    storage = tmp_path_factory.mktemp("runs")
+    config = create_sweep_config(
+        "smoke",
+        "four-trials",
+        data=str(prepared_set),
+        storage=str(storage),
+        weights="none",
+        regimes=("frozen", "finetune"),
+        num_samples=2,
+        epochs=2,
+        grace_period=1,
+        reduction_factor=2,
+        num_workers=2,
+    )
+    outcome = run_sweep(config)
+    return outcome.path, outcome.results
+
+
+@pytest.fixture(scope="module")
+def report(
+    sweep: tuple[str, ray.tune.ResultGrid], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    path, _ = sweep
+    return Path(write_report(path, str(tmp_path_factory.mktemp("reports"))).path)
+
+
+def test_every_trial_runs_to_completion_without_leaking_resources(
+    sweep: tuple[str, ray.tune.ResultGrid],
+) -> None:
+    path, results = sweep
+    assert len(results) == 4
+    assert results.num_errors == 0
+    for result in results:
+        frame = result.metrics_dataframe
+        assert frame["world_size"].eq(2).all()
+        assert 1 <= frame["epoch"].max() <= 2
+    # Each trial's Train run lives beside Tune's state under a name from its trial id.
+    for result in results:
+        assert (
+            Path(path) / f"train-{result.config and Path(result.path).name.split('_', 1)[1]}"
+        ).exists()
+    assert (Path(path) / SWEEP_CONFIG_FILE).exists()
+    # Every worker group's placement group was released: the CPUs are free again.
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert ray.available_resources().get("CPU", 0) == pytest.approx(2)
+
+
+def test_trials_never_overlap_when_one_fits(sweep: tuple[str, ray.tune.ResultGrid]) -> None:
+    _, results = sweep
+    spans = sorted(
+        (last["timestamp"] - last["time_total_s"], last["timestamp"])
+        for last in (r.metrics_dataframe.iloc[-1] for r in results)
+    )
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end - 2, "two 2-worker trials ran at once on 2 CPUs"
+
+
+def test_each_regime_gets_its_own_trials_and_draws(sweep: tuple[str, ray.tune.ResultGrid]) -> None:
+    _, results = sweep
+    configs = [result.config for result in results]
+    assert sorted(c["regime"] for c in configs) == ["finetune", "finetune", "frozen", "frozen"]
+    for config in configs:
+        low, high = {"frozen": (3e-3, 1e-2), "finetune": (1e-3, 3e-3)}[config["regime"]]
+        assert low <= config["lr"] <= high
+        if config["regime"] == "finetune":
+            assert config["trainable_blocks"] in (1, 2)
+        else:
+            assert config["trainable_blocks"] is None
+    assert len({c["seed"] for c in configs}) == 4
+
+
+def test_report_has_every_file(report: Path) -> None:
+    expected = [
+        "summary.md",
+        "trials.parquet",
+        "epochs.parquet",
+        "regimes.parquet",
+        "curves.png",
+        "gradcam/gradcam.parquet",
+        "gradcam/regimes.png",
+        "gradcam/measures.png",
+        "best/model.safetensors",
+        "best/config.json",
+    ]
+    for name in expected:
+        assert (report / name).is_file(), name
+    assert not [p for p in report.parent.iterdir() if p.name.startswith(".")], "staging left"
+
+
+def test_report_tables_match_the_sweep(
+    report: Path, sweep: tuple[str, ray.tune.ResultGrid]
+) -> None:
+    _, results = sweep
+    trials = pd.read_parquet(report / "trials.parquet")
+    assert list(trials.columns) == list(TRIAL_COLUMNS)
+    assert len(trials) == 4
+    assert set(trials["status"]) == {"finished"}
+    assert trials["trainable_params"].gt(0).all()
+    epochs = pd.read_parquet(report / "epochs.parquet")
+    assert list(epochs.columns) == ["trial_id", "regime", *EPOCH_COLUMNS]
+    assert len(epochs) == sum(len(r.metrics_dataframe) for r in results)
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert (trials.set_index("trial_id")["epochs_run"] == epochs.groupby("trial_id").size()).all()
+    # A trial ASHA stopped ran fewer epochs than the maximum, and says so.
+    assert (trials["stopped_early"] == (trials["epochs_run"] < trials["max_epochs"])).all()
+
+    regimes = pd.read_parquet(report / "regimes.parquet")
+    assert list(regimes["regime"]) == ["frozen", "finetune"]
+    assert regimes["best_overall"].sum() == 1
+    assert regimes["test_images"].eq(16).all()
+    assert regimes["test_acc"].between(0, 1).all()
+    assert regimes["reference_best_val_acc"].notna().all()
+    for _, row in regimes.iterrows():
+        group = trials[trials["regime"] == row["regime"]]
+        assert row["best_val_acc"] == group["best_val_acc"].max()
+
+    cams = pd.read_parquet(report / "gradcam" / "gradcam.parquet")
+    assert len(cams) == 2 * 4  # two models x the smoke preset's 4 images
+    assert set(cams["trial_id"]) == set(regimes["trial_id"])
+    assert cams.groupby("model")["test_index"].apply(tuple).nunique() == 1
+    assert cams["box_area_share"].between(0, 1).all()
+
+
+def test_report_figures_are_real_images(report: Path) -> None:
+    pngs = sorted(report.rglob("*.png"))
+    assert len(pngs) >= 5  # curves, a grid per model, the comparison, the measures
+    for png in pngs:
+        with Image.open(png) as image:
+            pixels = np.asarray(image.convert("L"), dtype=np.float32)
+        assert image.width >= 400 and image.height >= 300, png
+        assert pixels.std() > 10, f"{png} looks blank"
+
+
+def test_best_weights_load_for_a_new_run(report: Path) -> None:
+    regimes = pd.read_parquet(report / "regimes.parquet")
+    best = regimes[regimes["best_overall"]].iloc[0]
+    model = build_model("finetune", 4, 1, str(report / "best"))
+    assert model.fc.out_features == 4
+    assert best["checkpoint"]
+
+
+def test_rerunning_the_report_writes_the_same_files(
+    report: Path, sweep: tuple[str, ray.tune.ResultGrid]
+) -> None:
+    def digest(folder: Path) -> dict[str, str]:
+        return {
+            str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
+
+    before = digest(report)
+    path, _ = sweep
+    again = Path(write_report(path, str(report.parent)).path)
+    assert again == report
+    assert digest(report) == before
