@@ -11,7 +11,8 @@ resolution); ``x2`` and ``y2`` are exclusive, so pixel column ``i`` spans
   baseline every CAM is compared with (``energy_ratio`` > 1: the CAM
   concentrates on the car).
 - **the pointing game** (Zhang et al., 2016): whether the CAM's maximum lies
-  within ``tolerance`` pixels of the box.
+  within ``tolerance`` pixels of the box; an upsampled CAM's maximum is a
+  plateau, and the game takes its centre.
 
 Boxes reaching past the map are clipped to it.
 """
@@ -28,11 +29,13 @@ import pandas as pd
 import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from scipy import ndimage
 from torch import nn
 
 Box = Sequence[float]
 
 POINTING_TOLERANCE = 15
+PEAK_RELATIVE_TOLERANCE = 1e-6
 MEASURE_COLUMNS = ("energy_inside", "box_area_share", "energy_ratio", "pointing_hit", "center_hit")
 
 
@@ -121,21 +124,42 @@ def _distance_to_box(x: np.ndarray, y: np.ndarray, box: tuple[float, ...]) -> np
     return np.hypot(dx, dy)
 
 
+def _peak_point(cam: np.ndarray) -> tuple[float, float] | None:
+    """Where a CAM points: the centroid (x, y) of its largest region of maximal pixels.
+
+    CAMs are upsampled from a coarse grid (2 x 2 cells for a 64 px input, 10 x 10
+    at 299 px), so their maximum is a plateau rather than a pixel; its centroid
+    is the centre of the coarse cell that scored highest. Values within a
+    millionth of the maximum count as maximal. Of equally large separate
+    plateaus the first in reading order wins, as ``argmax`` would choose. An
+    all-zero map points nowhere (None).
+    """
+    peak = cam.max()
+    if peak <= 0:
+        return None
+    labels, count = ndimage.label(cam >= peak * (1 - PEAK_RELATIVE_TOLERANCE))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    rows, cols = np.nonzero(labels == int(np.argmax(sizes)) + 1)
+    return float(cols.mean()) + 0.5, float(rows.mean()) + 0.5
+
+
 def pointing_game_hit(cam: np.ndarray, box: Box, tolerance: float = POINTING_TOLERANCE) -> bool:
     """Whether the CAM's maximum lies within ``tolerance`` pixels of the box.
 
-    Distances are in the CAM's pixels (the model input's) from a pixel's
-    centre to the box, so the box grows by ``tolerance`` on every side with
-    rounded corners, as in the pointing game's 15-pixel rule. When several
-    pixels share the maximum, all of them must be within the tolerance: a flat
-    map (an all-zero one included) cannot win by a tie.
+    Distances are in the CAM's pixels (the model input's) from the point to
+    the box, so the box grows by ``tolerance`` on every side with rounded
+    corners, as in the pointing game's 15-pixel rule. The point is the centre
+    of the CAM's maximal plateau (a pixel's centre when the maximum is a single
+    pixel); a flat map points at the image centre, and an all-zero map misses.
     """
     _check_tolerance(tolerance)
     cam = _check_cam(cam)
     clipped = _clip_box(cam.shape, box)
-    rows, cols = np.nonzero(cam == cam.max())
-    distances = _distance_to_box(cols + 0.5, rows + 0.5, clipped)
-    return bool((distances <= tolerance).all())
+    point = _peak_point(cam)
+    if point is None:
+        return False
+    distance = _distance_to_box(np.array([point[0]]), np.array([point[1]]), clipped)
+    return bool(distance[0] <= tolerance)
 
 
 def center_hit(shape: tuple[int, int], box: Box, tolerance: float = POINTING_TOLERANCE) -> bool:

@@ -8,6 +8,8 @@ restart.
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
 import tempfile
 import time
@@ -88,6 +90,20 @@ def _create_loaders(
     return ray.train.torch.prepare_data_loader(train_loader), val_loader
 
 
+def _quiet_report_echo() -> None:
+    """Stop Ray Train echoing every report (metrics and checkpoint) at INFO.
+
+    Ray 2.60 logs each ``ray.train.report`` under a logger named by its file
+    path, which ``LoggingConfig(log_level=...)`` does not reach; rank 0's epoch
+    line already says what was reported.
+    """
+    try:
+        module = importlib.import_module("ray.train.v2._internal.execution.context")
+    except ImportError:
+        return
+    logging.getLogger(module.__file__).setLevel(logging.WARNING)
+
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
@@ -122,6 +138,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
         loop_config: ``TrainConfig.to_dict()``; rebuilt and validated here.
     """
     config = TrainConfig.from_dict(loop_config)
+    _quiet_report_echo()
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()

@@ -117,7 +117,7 @@ def plot_cam_measures(
     energy_ax.set_title("Energy inside the bounding box")
     _draw_bars(pointing_ax, summary, "pointing", "pointing_se", "center")
     pointing_ax.set_ylabel("share of images whose CAM peak is on the car")
-    pointing_ax.set_title(f"Pointing game ({tolerance:g} px tolerance)")
+    pointing_ax.set_title(f"Pointing game ({tolerance:.1f} px tolerance)")
     skipped = int(summary["skipped"].sum())
     if skipped:
         energy_ax.text(

@@ -109,8 +109,9 @@ def _gradcam_lines(gradcam: pd.DataFrame) -> list[str]:
         "How much of each model's Grad-CAM (on `act4`, Keras' `block14_sepconv2_act`) falls "
         "on the car: the share of the CAM's energy inside the true bounding box, against "
         "the box's share of the image (what a uniform map scores); their ratio (above 1: "
-        "the CAM concentrates on the car); and the pointing game (the CAM's maximum inside "
-        f"the box, {tolerance:.1f} px tolerance), against always pointing at the image "
+        "the CAM concentrates on the car); and the pointing game (the centre of the CAM's "
+        f"maximal region inside the box, {tolerance:.1f} px tolerance), against always "
+        "pointing at the image "
         "centre. Means over the same test images for every model.",
         "",
         "| model | regime | images | energy in box | box area share | ratio | pointing hits "

@@ -2,7 +2,8 @@
 
 The whole folder is built next to its destination and renamed into place, so a
 reader never sees half a report, and an older report stays until the new one is
-complete. Rerunning the report on the same sweep writes the same files.
+complete. Rerunning the report on the same sweep writes the same tables and summary,
+and figures that differ at most in pixels that float rounding moves to the next colour.
 """
 
 from __future__ import annotations

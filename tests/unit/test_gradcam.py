@@ -69,9 +69,12 @@ def test_rows_and_columns_are_not_swapped() -> None:
 def test_all_zero_cam_has_no_energy_share() -> None:
     cam = np.zeros((8, 8))
     assert math.isnan(energy_inside_box(cam, (0, 0, 4, 4)))
-    # A flat map points everywhere at once: only a box covering it all is hit.
-    assert not pointing_game_hit(cam, (0, 0, 4, 4), tolerance=0)
-    assert pointing_game_hit(cam, (0, 0, 8, 8), tolerance=0)
+    # An all-zero map points nowhere, not even at a box covering it all.
+    assert not pointing_game_hit(cam, (0, 0, 8, 8), tolerance=0)
+    # A flat non-zero map points at its centre.
+    flat = np.ones((8, 8))
+    assert pointing_game_hit(flat, (3.5, 3.5, 4.5, 4.5), tolerance=0)
+    assert not pointing_game_hit(flat, (0, 0, 3, 3), tolerance=0)
 
 
 @pytest.mark.parametrize(
@@ -125,14 +128,33 @@ def test_pointing_game_tolerance_in_input_pixels() -> None:
     assert pointing_game_hit(_peak((100, 100), 48, 48), box)
 
 
-def test_pointing_game_ties_must_all_be_in_the_box() -> None:
+def test_pointing_game_points_at_the_centre_of_a_plateau() -> None:
+    # A 2 x 2 grid upsampled to 64 px puts its maximum on a 16 x 16 corner
+    # plateau; the game points at the plateau's centre (24, 24), not its edge.
+    cam = np.zeros((64, 64))
+    cam[16:32, 16:32] = 1.0
+    cam[0:16, :] = 0.5
+    assert pointing_game_hit(cam, (23, 23, 25, 25), tolerance=0)
+    assert not pointing_game_hit(cam, (0, 0, 20, 20), tolerance=0)
+    assert not pointing_game_hit(cam, (0, 0, 20, 20), tolerance=5.6)
+    assert pointing_game_hit(cam, (0, 0, 20, 20), tolerance=5.7)
+    # Values a millionth below the maximum belong to the plateau.
+    cam[16:32, 32:48] = 1.0 - 1e-7
+    assert pointing_game_hit(cam, (31, 23, 33, 25), tolerance=0)
+
+
+def test_pointing_game_picks_the_largest_plateau_then_the_first() -> None:
     box = (0, 0, 10, 10)
+    cam = _peak((50, 50), 40, 40)
+    cam[4:7, 4:7] = 1.0
+    assert pointing_game_hit(cam, box, tolerance=0)
+    # Two single-pixel maxima: the first in reading order, as argmax picks.
     cam = _peak((50, 50), 5, 5)
-    assert pointing_game_hit(cam, box, tolerance=0)
     cam[40, 40] = 1.0
-    assert not pointing_game_hit(cam, box, tolerance=0)
-    cam[40, 40] = 0.999
     assert pointing_game_hit(cam, box, tolerance=0)
+    assert not pointing_game_hit(cam, (35, 35, 45, 45), tolerance=0)
+    cam[5, 5] = 0.999
+    assert pointing_game_hit(cam, (35, 35, 45, 45), tolerance=0)
 
 
 def test_center_baseline() -> None:

@@ -1,0 +1,91 @@
+"""The built-in demo end to end: its wall time, and whether transfer beats scratch.
+
+Runs ``python jobs/sweep.py`` (the README's first command, without the install)
+as a new process into a temporary storage and reports folder, so the source
+model is pretrained afresh, then reads the report's ``regimes.parquet``.
+
+    python benchmarks/bench_demo.py            # the demo, its data cache kept
+    python benchmarks/bench_demo.py --cold     # also regenerate the demo's data
+    python benchmarks/bench_demo.py -- --preset smoke   # anything after -- goes to sweep.py
+
+It prints the wall time of the job, each regime's best validation and test
+accuracy, and whether the pretrained regimes beat ``scratch`` on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from cars.demo import DEMO_DATA_DIR
+from cars.paths import PROJECT_ROOT
+
+SWEEP_JOB = PROJECT_ROOT / "jobs" / "sweep.py"
+NAME = "bench-demo"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's command line; arguments after ``--`` go to ``jobs/sweep.py``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help=f"delete the cached demo data ({DEMO_DATA_DIR}) first, so it is drawn again",
+    )
+    parser.add_argument("sweep_args", nargs="*", help="extra arguments of jobs/sweep.py")
+    return parser.parse_args(argv)
+
+
+def run_demo(storage: Path, reports: Path, extra: list[str]) -> float:
+    """Run the sweep job to completion; its wall time in seconds."""
+    command = [sys.executable, str(SWEEP_JOB), "--name", NAME, "--storage", str(storage)]
+    command += ["--reports", str(reports), *extra]
+    print("$", " ".join(command), flush=True)
+    started = time.perf_counter()
+    completed = subprocess.run(command, check=False)
+    wall = time.perf_counter() - started
+    if completed.returncode != 0:
+        raise SystemExit(f"jobs/sweep.py exited with {completed.returncode} after {wall:.0f} s")
+    return wall
+
+
+def _percent(value: float) -> str:
+    return "   n/a" if pd.isna(value) else f"{100 * value:5.1f}%"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the demo, then print its time and each regime's best trial."""
+    args = parse_args(argv)
+    if args.cold and DEMO_DATA_DIR.exists():
+        shutil.rmtree(DEMO_DATA_DIR)
+    with tempfile.TemporaryDirectory(prefix="bench-demo-") as scratch:
+        storage, reports = Path(scratch) / "runs", Path(scratch) / "reports"
+        wall = run_demo(storage, reports, args.sweep_args)
+        regimes = pd.read_parquet(reports / NAME / "regimes.parquet")
+
+    print(f"\ndemo wall time: {wall / 60:.0f} min {wall % 60:02.0f} s ({wall:.0f} s)")
+    print("regime      best val   test    trial")
+    for row in regimes.itertuples():
+        val, test = _percent(row.best_val_acc), _percent(row.test_acc)
+        print(f"{row.regime:<10} {val} {test}  {row.trial_id}")
+    scores = regimes.set_index("regime")
+    if "scratch" not in scores.index or len(scores) < 2:
+        print(
+            "transfer beats scratch: not measured (the sweep lacks scratch or a pretrained regime)"
+        )
+        return
+    pretrained = scores.drop(index="scratch")
+    for column in ("best_val_acc", "test_acc"):
+        beats = bool((pretrained[column] > scores.loc["scratch", column]).all())
+        print(f"transfer beats scratch on {column}: {'yes' if beats else 'no'}")
+
+
+if __name__ == "__main__":
+    main()
