@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         wall = run_demo(storage, reports, args.sweep_args)
         regimes = pd.read_parquet(reports / NAME / "regimes.parquet")
 
-    print(f"\ndemo wall time: {wall / 60:.0f} min {wall % 60:02.0f} s ({wall:.0f} s)")
+    minutes, seconds = divmod(round(wall), 60)
+    print(f"\ndemo wall time: {minutes} min {seconds:02d} s ({wall:.0f} s)")
     print("regime      best val   test    trial")
     for row in regimes.itertuples():
         val, test = _percent(row.best_val_acc), _percent(row.test_acc)

@@ -13,12 +13,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from cars.checkpoint import WeightsError
 from cars.config import AUGMENTS, OPTIMIZERS, REGIMES, ConfigError, TrainConfig
 from cars.data import DataError
 from cars.paths import REPORTS_DIR, RUNS_DIR, resolve_path
 from cars.resources import ResourceError
 from cars.sweep_config import PRESETS, SweepConfig, create_sweep_config
-from cars.weights import WeightsError
 
 # Errors in what the user asked for: shown as one line, without a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (

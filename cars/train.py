@@ -22,13 +22,13 @@ import ray.train.torch
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from cars.checkpoint import load_checkpoint, save_checkpoint
 from cars.config import METRIC, MODE, TrainConfig
 from cars.data import CarsDataset, create_transform_for, read_dataset_info
 from cars.engine import evaluate, train_one_epoch
 from cars.history import read_history, write_history
 from cars.model import build_model, count_parameters
 from cars.optim import create_loss, create_mixup, create_optimizer, create_scheduler
-from cars.weights import load_checkpoint, save_checkpoint
 
 # A test-only fault switch: the last worker kills its own process at the start of
 # this epoch (1-based), once, so that tests can watch Ray Train restart the group.

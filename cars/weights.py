@@ -1,4 +1,4 @@
-"""Where an Xception's starting weights come from, and the project's checkpoint files.
+"""Where an Xception's starting weights come from, and how they are loaded into it.
 
 Sources: ``imagenet`` (timm's own pretrained download), a ``.pth`` / ``.pt`` /
 ``.safetensors`` file of a timm ``legacy_xception`` state dict, a project
@@ -14,8 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,15 @@ import torch
 from timm.utils import unwrap_model
 from torch import nn
 
+from cars.checkpoint import (
+    BEST_CONFIG_FILE,
+    BEST_WEIGHTS_FILE,
+    CHECKPOINT_FILE,
+    WeightsError,
+    torch_load,
+)
 from cars.paths import is_uri, resolve_path
 
-CHECKPOINT_FILE = "checkpoint.pt"
-BEST_WEIGHTS_FILE = "model.safetensors"
-BEST_CONFIG_FILE = "config.json"
 ACCEPTED_FORMS = (
     "'imagenet' (timm's download), 'none', a .pth/.pt/.safetensors file holding a timm "
     f"legacy_xception state dict, a project checkpoint (a folder with {CHECKPOINT_FILE}, or "
@@ -41,10 +44,6 @@ _KEY_PREFIXES = ("module.", "_orig_mod.")
 _SHOWN_KEYS = 8
 
 _logger = logging.getLogger(__name__)
-
-
-class WeightsError(RuntimeError):
-    """Weights that cannot be found, read or loaded, with what was expected instead."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +136,7 @@ def read_weights(source: str | Path) -> WeightsFile:
         return WeightsFile(path, _read_safetensors(path), _read_best_classes(path.parent))
     if suffix not in _TORCH_SUFFIXES:
         raise WeightsError(f"weights file {path} has an unknown suffix. Accepted: {ACCEPTED_FORMS}")
-    content = _torch_load(path)
+    content = torch_load(path)
     class_names = None
     if isinstance(content, Mapping):
         if isinstance(content.get("class_names"), list):
@@ -169,16 +168,6 @@ def _read_best_classes(folder: Path) -> list[str] | None:
         return None
     names = json.loads(config.read_text()).get("class_names")
     return [str(c) for c in names] if isinstance(names, list) else None
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise WeightsError(
-            f"cannot read {path}: {err}. Only files of tensors and plain containers load "
-            "(torch.load weights_only=True): a checkpoint is data, never code."
-        ) from err
 
 
 def apply_state_dict(
@@ -239,130 +228,3 @@ def _strip_prefixes(key: str) -> str:
     while key.startswith(_KEY_PREFIXES):
         key = key.split(".", 1)[1]
     return key
-
-
-def save_checkpoint(
-    directory: str | Path,
-    *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    epoch: int,
-    config: Mapping[str, Any],
-    class_names: list[str],
-    metrics: Mapping[str, Any],
-) -> Path:
-    """Write ``directory/checkpoint.pt`` with the model, optimizer, scheduler and run metadata.
-
-    Everything is stored as tensors and plain Python values, so
-    :func:`load_checkpoint` reads it with ``weights_only=True``. Returns the file.
-    """
-    payload = {
-        "model": _state_dict_of(model),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": None if scheduler is None else scheduler.state_dict(),
-        "epoch": int(epoch),
-        "config": to_plain(config, "config"),
-        "class_names": [str(c) for c in class_names],
-        "metrics": to_plain(metrics, "metrics"),
-    }
-    path = Path(directory) / CHECKPOINT_FILE
-    _write_atomically(path, lambda tmp: torch.save(payload, tmp))
-    return path
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a project checkpoint (its folder or its ``checkpoint.pt``), ``weights_only=True``."""
-    file = Path(resolve_path(path))
-    if file.is_dir():
-        file = file / CHECKPOINT_FILE
-    if not file.is_file():
-        raise WeightsError(
-            f"no project checkpoint at {file}: expected a folder holding {CHECKPOINT_FILE} "
-            "(as written by save_checkpoint), or that file"
-        )
-    content = _torch_load(file)
-    if not isinstance(content, dict) or not {"model", "epoch"} <= set(content):
-        raise WeightsError(f"{file} is not a project checkpoint (no 'model' and 'epoch' entries)")
-    return content
-
-
-def save_best_weights(
-    directory: str | Path, model: nn.Module, config: Mapping[str, Any], class_names: list[str]
-) -> Path:
-    """Write a report's ``best/`` folder: ``model.safetensors`` and ``config.json``.
-
-    ``build_model(..., weights=directory)`` loads it back. Returns the folder.
-    """
-    folder = Path(directory)
-    state = {k: v.detach().cpu().contiguous() for k, v in _state_dict_of(model).items()}
-    inner = unwrap_model(model)
-    if inner.num_classes != len(class_names):
-        raise WeightsError(
-            f"the model has a {inner.num_classes}-class head but {len(class_names)} class "
-            "names were given; pass the data set's classes in label order"
-        )
-    cfg = inner.pretrained_cfg
-    description = {
-        "architecture": cfg["architecture"],
-        "num_classes": inner.num_classes,
-        "class_names": [str(c) for c in class_names],
-        "mean": list(cfg["mean"]),
-        "std": list(cfg["std"]),
-        "config": to_plain(config, "config"),
-    }
-    _write_atomically(
-        folder / BEST_WEIGHTS_FILE,
-        lambda tmp: safetensors.torch.save_file(state, tmp, metadata={"format": "pt"}),
-    )
-    _write_atomically(
-        folder / BEST_CONFIG_FILE,
-        lambda tmp: Path(tmp).write_text(json.dumps(description, indent=2) + "\n"),
-    )
-    return folder
-
-
-def _state_dict_of(model: nn.Module) -> dict[str, torch.Tensor]:
-    # Unwrapped, so the keys carry no DDP or torch.compile prefix.
-    return dict(unwrap_model(model).state_dict())
-
-
-def _write_atomically(path: Path, write: Callable[[str], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(str(tmp))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def to_plain(value: Any, where: str = "value") -> Any:
-    """``value`` as plain dicts, lists, str, int, float, bool and None (what weights_only loads).
-
-    Dataclasses and objects with ``to_dict`` become dicts, tuples lists, paths
-    strings, numpy and one-element torch scalars Python numbers; anything else is
-    a ``TypeError`` naming where it sits.
-    """
-    if value is None:
-        return None
-    # numpy's float64 subclasses float yet would pickle as a numpy object.
-    for plain in (bool, str, int, float):
-        if isinstance(value, plain):
-            return plain(value)
-    if hasattr(value, "to_dict"):
-        value = value.to_dict()
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, Mapping):
-        return {str(k): to_plain(v, f"{where}[{k!r}]") for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
-        return to_plain(value.item(), where)
-    raise TypeError(
-        f"{where} is a {type(value).__name__}; checkpoints hold only plain values "
-        "(dict, list, str, int, float, bool, None)"
-    )

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cars.checkpoint import load_checkpoint, save_best_weights
 from cars.config import TrainConfig
 from cars.data import read_dataset_info
 from cars.data.staging import staged_folder
@@ -31,7 +32,6 @@ from cars.report.scoring import (
 )
 from cars.report.summary import REFERENCE, SummaryInputs, render_summary
 from cars.storage import write_bytes_atomic
-from cars.weights import load_checkpoint, save_best_weights
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from job_runner import job_command, job_env, run_job
 
@@ -86,6 +87,23 @@ def test_killed_sweep_resumes_where_it_stopped(prepared_set: Path, tmp_path: Pat
     finished_rows = _reported_epochs(finished)
     finished_run = sweep_dir / f"train-{finished.name.split('_', 1)[1]}"
     finished_files = {p: p.stat().st_mtime for p in finished_run.rglob("*") if p.is_file()}
+
+    # The report of the interrupted sweep is written from what is there, and says
+    # which trial is unfinished.
+    reports = tmp_path / "reports"
+    partial = run_job(
+        "report", ["--sweep", str(sweep_dir), "--reports", str(reports), "--gradcam-images", "2"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert partial.returncode == 0, partial.stdout[-3000:] + partial.stderr[-3000:]
+    interrupted_id = interrupted.name.split("_", 1)[1]
+    assert f"missing: trial {interrupted_id}" in partial.stdout
+    trials = pd.read_parquet(reports / "resumable" / "trials.parquet").set_index("trial_id")
+    assert trials.loc[interrupted_id, "status"] == "interrupted"
+    assert trials.loc[finished.name.split("_", 1)[1], "status"] == "finished"
+    summary = (reports / "resumable" / "summary.md").read_text()
+    assert f"trial {interrupted_id}" in summary
+    assert "is interrupted" in summary
 
     resumed = run_job(
         "sweep", ["--resume", "--name", "resumable", "--storage", str(storage), "--no-report"],

@@ -173,7 +173,8 @@ def test_rerunning_the_report_writes_the_same_files(
     report: Path, sweep: tuple[str, ray.tune.ResultGrid]
 ) -> None:
     def read(folder: Path) -> dict[str, bytes]:
-        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))}
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        return {str(p.relative_to(folder)): p.read_bytes() for p in files}
 
     before = read(report)
     path, _ = sweep

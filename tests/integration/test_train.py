@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from cars.checkpoint import load_checkpoint
 from cars.config import METRIC, TrainConfig
 from cars.optim import WarmupCosine
 from cars.train import FAULT_EPOCH_ENV, FAULT_MARKER_ENV, run_training
-from cars.weights import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

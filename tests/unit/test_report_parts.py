@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from cars.checkpoint import save_checkpoint
 from cars.config import TrainConfig
 from cars.data import DatasetInfo
 from cars.gradcam import POINTING_TOLERANCE
@@ -23,7 +24,6 @@ from cars.report.scoring import score_probabilities
 from cars.report.summary import SummaryInputs, render_summary
 from cars.report.writer import describe_weights
 from cars.sweep_config import create_sweep_config
-from cars.weights import save_checkpoint
 
 # --- select_regime_bests -------------------------------------------------------------
 

@@ -16,17 +16,17 @@ import timm
 import torch
 from torch import nn
 
-from cars.config import TrainConfig
-from cars.model import build_model
-from cars.optim import create_optimizer, create_scheduler
-from cars.weights import (
+from cars.checkpoint import (
     WeightsError,
     load_checkpoint,
-    read_weights,
     save_best_weights,
     save_checkpoint,
     to_plain,
 )
+from cars.config import TrainConfig
+from cars.model import build_model
+from cars.optim import create_optimizer, create_scheduler
+from cars.weights import read_weights
 
 SOURCE_CLASSES = [f"source-{i}" for i in range(5)]
 
