@@ -10,7 +10,8 @@ import torch
 from cars.checkpoint import load_checkpoint
 from cars.config import METRIC, TrainConfig
 from cars.optim import WarmupCosine
-from cars.train import FAULT_EPOCH_ENV, FAULT_MARKER_ENV, run_training
+from cars.train import run_training
+from cars.train_loop import FAULT_EPOCH_ENV, FAULT_MARKER_ENV
 
 pytestmark = pytest.mark.slow
 
