@@ -26,13 +26,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from cars.config import TrainConfig
-from cars.data import CarsDataset, create_transform_for, prepare_synthetic, read_dataset_info
+from cars.data import prepare_synthetic, read_dataset_info
 from cars.engine import evaluate, train_one_epoch
 from cars.model import build_model
 from cars.optim import create_loss, create_optimizer, create_scheduler
 from cars.paths import resolve_path
 from cars.runtime import init_ray
 from cars.train import run_training
+from cars.train_loop import create_datasets
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,14 +58,7 @@ def run_engine(config: TrainConfig) -> tuple[list[float], float]:
     torch.manual_seed(config.seed)
     info = read_dataset_info(config.data)
     model = build_model(config.regime, info.num_classes, config.trainable_blocks)
-    train_set = CarsDataset(
-        config.data,
-        "train",
-        create_transform_for(config.augment, config.image_size, is_training=True),
-    )
-    val_set = CarsDataset(
-        config.data, "val", create_transform_for("none", config.image_size, is_training=False)
-    )
+    train_set, val_set = create_datasets(config)
     train_loader = DataLoader(
         train_set,
         batch_size=config.batch_size,

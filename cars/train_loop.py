@@ -49,24 +49,29 @@ def resolve_loader_workers(config: TrainConfig) -> int:
     return 0
 
 
-def _create_loaders(
-    config: TrainConfig, rank: int, world_size: int, pin_memory: bool
-) -> tuple[DataLoader, DataLoader]:
-    """The training loader (sharded by Ray's DistributedSampler) and this rank's val shard."""
+def create_datasets(config: TrainConfig) -> tuple[CarsDataset, CarsDataset]:
+    """The run's training set (with its augmentation) and validation set (deterministic)."""
+    crop = {"bbox_crop": config.bbox_crop, "bbox_margin": config.bbox_margin}
     train_set = CarsDataset(
         config.data,
         "train",
         create_transform_for(config.augment, config.image_size, is_training=True),
-        bbox_crop=config.bbox_crop,
-        bbox_margin=config.bbox_margin,
+        **crop,
     )
     val_set = CarsDataset(
         config.data,
         "val",
         create_transform_for("none", config.image_size, is_training=False),
-        bbox_crop=config.bbox_crop,
-        bbox_margin=config.bbox_margin,
+        **crop,
     )
+    return train_set, val_set
+
+
+def _create_loaders(
+    config: TrainConfig, rank: int, world_size: int, pin_memory: bool
+) -> tuple[DataLoader, DataLoader]:
+    """The training loader (sharded by Ray's DistributedSampler) and this rank's val shard."""
+    train_set, val_set = create_datasets(config)
     workers = resolve_loader_workers(config)
     common: dict[str, Any] = {
         "num_workers": workers,
