@@ -111,8 +111,7 @@ def _gradcam_lines(gradcam: pd.DataFrame) -> list[str]:
         "the box's share of the image (what a uniform map scores); their ratio (above 1: "
         "the CAM concentrates on the car); and the pointing game (the centre of the CAM's "
         f"maximal region inside the box, {tolerance:.1f} px tolerance), against always "
-        "pointing at the image "
-        "centre. Means over the same test images for every model.",
+        "pointing at the image centre. Means over the same test images for every model.",
         "",
         "| model | regime | images | energy in box | box area share | ratio | pointing hits "
         "| centre baseline | correct |",
