@@ -58,6 +58,7 @@ def run_engine(config: TrainConfig) -> tuple[list[float], float]:
     torch.manual_seed(config.seed)
     info = read_dataset_info(config.data)
     model = build_model(config.regime, info.num_classes, config.trainable_blocks)
+    model = model.to(memory_format=torch.channels_last)  # as the Ray Train workers run it
     train_set, val_set = create_datasets(config)
     train_loader = DataLoader(
         train_set,
@@ -73,9 +74,15 @@ def run_engine(config: TrainConfig) -> tuple[list[float], float]:
     rates = []
     for _ in range(config.epochs):
         train = train_one_epoch(
-            model, train_loader, optimizer, loss_fn=loss_fn, scheduler=scheduler, device="cpu"
+            model,
+            train_loader,
+            optimizer,
+            loss_fn=loss_fn,
+            scheduler=scheduler,
+            device="cpu",
+            channels_last=True,
         )
-        evaluate(model, val_loader, device="cpu")
+        evaluate(model, val_loader, device="cpu", channels_last=True)
         rates.append(train["images_per_second"])
     return rates, time.perf_counter() - started
 
