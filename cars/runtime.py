@@ -12,6 +12,8 @@ logger = logging.getLogger(__name__)
 # Ray's own INFO lines (dashboard URL, token set-up) drown the study's progress.
 _RAY_LOGGING_LEVEL = logging.WARNING
 
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
 
 def init_ray(num_cpus: int | None = None) -> None:
     """Join the cluster in ``RAY_ADDRESS`` (as under ``ray job submit``) or start a local one.
@@ -25,8 +27,25 @@ def init_ray(num_cpus: int | None = None) -> None:
     # Ray Train copies workers' prints into its own log *and* the console, so
     # every epoch line would show twice; plain stdout is forwarded once.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    if starts_local_instance():
+        # Ray Train's preemption watcher (one more actor per run, polling every
+        # node) catches spot nodes being reclaimed; a Ray instance of this job
+        # alone, on this machine, has none. Its processes inherit this setting.
+        os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     ray.init(num_cpus=num_cpus, logging_level=_RAY_LOGGING_LEVEL)
     _warn_about_other_local_instances()
+
+
+def starts_local_instance() -> bool:
+    """Whether ``ray.init()`` starts a new local Ray, rather than joining a cluster.
+
+    Ray joins ``RAY_ADDRESS`` or the cluster of the last ``ray start`` on this
+    machine, and starts its own instance only when there is neither.
+    """
+    try:
+        return ray._private.services.canonicalize_bootstrap_address(None) is None
+    except Exception:  # a private API: when unsure, assume a cluster and change nothing
+        return False
 
 
 def _warn_about_other_local_instances() -> None:

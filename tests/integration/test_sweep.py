@@ -75,6 +75,16 @@ def test_every_trial_runs_to_completion_without_leaking_resources(
     assert ray.available_resources().get("CPU", 0) == pytest.approx(2)
 
 
+def test_a_local_instance_runs_no_preemption_watcher(
+    sweep: tuple[str, ray.tune.ResultGrid],
+) -> None:
+    from ray.util.state import list_actors
+
+    classes = {actor.class_name for actor in list_actors(limit=1000, raise_on_missing_output=False)}
+    assert "TrainController" in classes  # the listing does see the sweep's Train runs
+    assert "PreemptionWatcher" not in classes
+
+
 def test_trials_never_overlap_when_one_fits(sweep: tuple[str, ray.tune.ResultGrid]) -> None:
     _, results = sweep
     spans = sorted(
