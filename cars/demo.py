@@ -21,9 +21,9 @@ from cars.config import METRIC, MODE, TrainConfig
 from cars.data import prepare_synthetic
 from cars.paths import PROJECT_ROOT
 from cars.resources import plan_trial_resources
-from cars.storage import exists, join_path
+from cars.storage import join_path
 from cars.sweep_config import DEMO_SOURCE_WEIGHTS, DemoSpec, SweepConfig
-from cars.train import run_training
+from cars.train import read_train_result, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -106,11 +106,11 @@ def pretrain_source_model(sweep: SweepConfig, source_data: str) -> str:
     name = f"source-{_fingerprint(config.replace(cpus_per_worker=1.0, num_workers=1))}"
     storage = join_path(sweep.storage, PRETRAINED_DIR)
     run_path = join_path(storage, name)
-    if exists(run_path):
-        result = ray.train.Result.from_path(run_path)
-        if result.metrics and result.metrics.get("epoch") == config.epochs:
-            logger.info("Reusing the source model in %s", run_path)
-            return _best_checkpoint_path(result)
+    # A run cut short before its last epoch is trained again, from its last checkpoint.
+    previous = read_train_result(run_path)
+    if previous is not None and (previous.metrics or {}).get("epoch") == config.epochs:
+        logger.info("Reusing the source model in %s", run_path)
+        return _best_checkpoint_path(previous)
     result = run_training(config, storage_path=storage, name=name)
     return _best_checkpoint_path(result)
 

@@ -15,6 +15,10 @@ import ray.train
 import ray.train.torch
 
 from cars.config import METRIC, MODE, TrainConfig
+from cars.storage import exists, join_path
+
+# Ray Train writes this file into a run's folder at the run's first report.
+TRAIN_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
 
 
 def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
@@ -83,3 +87,15 @@ def run_training(
     """Run one training run on the current Ray cluster and return its result."""
     trainer = create_trainer(config, storage_path=storage_path, name=name, worker_env=worker_env)
     return trainer.fit()
+
+
+def read_train_result(path: str) -> ray.train.Result | None:
+    """The result of the Train run stored at ``path``; ``None`` if it never reported.
+
+    A run stopped before its first report (a sweep killed while a trial was
+    starting) leaves a folder without Ray Train's snapshot, which
+    ``Result.from_path`` refuses to read.
+    """
+    if not exists(join_path(path, TRAIN_SNAPSHOT_FILE)):
+        return None
+    return ray.train.Result.from_path(path)

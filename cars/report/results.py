@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import ray.train
 from ray.tune import ExperimentAnalysis
 
 from cars.config import METRIC, MODE, REGIMES
 from cars.history import read_history
-from cars.storage import exists, join_path
+from cars.storage import join_path
 from cars.sweep import read_sweep_config, train_run_name
 from cars.sweep_config import SweepConfig
+from cars.train import read_train_result
 
 # Per-epoch metrics the trainer reports, in the order the learning-curve table keeps.
 EPOCH_COLUMNS = (
@@ -71,9 +71,9 @@ class TrainRunState:
 
 def read_train_run(train_path: str) -> TrainRunState:
     """The best checkpoint (by the sweep metric) of a Train run, and its epochs so far."""
-    if not exists(train_path):
+    result = read_train_result(train_path)
+    if result is None:
         return TrainRunState(None, {}, [])
-    result = ray.train.Result.from_path(train_path)
     history = read_history(result.checkpoint.path) if result.checkpoint else []
     scored = [(c, m) for c, m in result.best_checkpoints if METRIC in m]
     if not scored:

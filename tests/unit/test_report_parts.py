@@ -19,11 +19,19 @@ from cars.data import DatasetInfo
 from cars.gradcam import POINTING_TOLERANCE
 from cars.model import build_model, head_parameters
 from cars.report.cams import pointing_tolerance, select_images
-from cars.report.results import EPOCH_COLUMNS, TRIAL_COLUMNS, SweepResults, select_regime_bests
+from cars.report.results import (
+    EPOCH_COLUMNS,
+    TRIAL_COLUMNS,
+    SweepResults,
+    TrainRunState,
+    read_train_run,
+    select_regime_bests,
+)
 from cars.report.scoring import score_probabilities
 from cars.report.summary import SummaryInputs, render_summary
 from cars.report.writer import describe_weights
 from cars.sweep_config import create_sweep_config
+from cars.train import read_train_result
 
 # --- select_regime_bests -------------------------------------------------------------
 
@@ -448,3 +456,12 @@ def test_describe_weights_of_a_project_checkpoint(tmp_path: Path) -> None:
 def test_describe_weights_of_an_unreadable_path_names_the_path(tmp_path: Path) -> None:
     path = str(tmp_path / "weights.safetensors")
     assert describe_weights(path) == f"`{path}`"
+
+
+def test_a_train_run_stopped_before_its_first_report_reads_as_empty(tmp_path: Path) -> None:
+    # A sweep killed while a trial starts leaves the run's folder without Ray's snapshot.
+    started = tmp_path / "train-00000"
+    started.mkdir()
+    assert read_train_result(str(started)) is None
+    assert read_train_result(str(tmp_path / "train-never-started")) is None
+    assert read_train_run(str(started)) == TrainRunState(None, {}, [])
