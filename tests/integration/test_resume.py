@@ -15,6 +15,7 @@ import pytest
 from job_runner import job_command, job_env, run_job
 
 from cars.report.results import read_sweep_results
+from cars.train import TRAIN_SNAPSHOT_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -74,8 +75,11 @@ def test_killed_sweep_resumes_where_it_stopped(prepared_set: Path, tmp_path: Pat
             if sorted(statuses.values()) != ["RUNNING", "TERMINATED"]:
                 return False
             running = next(t for t, status in statuses.items() if status == "RUNNING")
-            checkpoints = {p.name for p in (sweep_dir / f"train-{running}").glob("epoch-*")}
-            return bool(checkpoints) and f"epoch-{EPOCHS:04d}" not in checkpoints
+            run = sweep_dir / f"train-{running}"
+            checkpoints = {p.name for p in run.glob("epoch-*")}
+            # Ray Train records a checkpoint in its snapshot after writing its folder.
+            recorded = (run / TRAIN_SNAPSHOT_FILE).exists()
+            return recorded and bool(checkpoints) and f"epoch-{EPOCHS:04d}" not in checkpoints
 
         _wait_for(second_trial_started, 300, "the second trial's first epoch")
     finally:
