@@ -10,7 +10,9 @@ BBOX_CONVENTION = (
     "bbox_x1, bbox_y1, bbox_x2, bbox_y2 are in the stored image's pixels, 0-based, "
     "x1/y1 inclusive and x2/y2 exclusive (a PIL crop box: the box covers columns "
     "x1..x2-1 and rows y1..y2-1). Stanford Cars' 1-based inclusive corners "
-    "(x1, y1, x2, y2) are stored as (x1-1, y1-1, x2, y2), scaled with the image."
+    "(x1, y1, x2, y2) are stored as (x1-1, y1-1, x2, y2), scaled with the image. "
+    "An unknown box is stored as null in all four columns: the image and its label are "
+    "kept, and nothing that needs a box (--bbox-crop, the Grad-CAM measures) guesses one."
 )
 
 

@@ -18,8 +18,6 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from cars.data.boxes import Box, clip_box, has_area, scale_box
-
 JPEG_QUALITY = 95
 PARALLEL_MIN_IMAGES = 500  # below this, starting processes costs more than it saves
 
@@ -86,44 +84,34 @@ def create_stored_image(data: bytes, max_side: int) -> StoredImage:
     return StoredImage(buffer.getvalue(), *size, width, height, tuple(repairs), resized, True)
 
 
-def check_image(
-    path: str, box: Box, max_side: int
-) -> tuple[StoredImage | None, Box | None, list[tuple[str, str, str]]]:
-    """Check one annotated image: what to store, its box in stored pixels, and the issues.
+def check_image(path: str, max_side: int) -> tuple[StoredImage | None, list[tuple[str, str, str]]]:
+    """Check one image file: what to store, and the issues.
+
+    Its box is judged later, with the whole copy's (:mod:`cars.data.box_fit`).
 
     Returns:
-        ``(stored, box, issues)``; ``stored`` is ``None`` when the image is
-        skipped. Each issue is ``(kind, detail, action)``.
+        ``(stored, issues)``; ``stored`` is ``None`` when the image is skipped.
+        Each issue is ``(kind, detail, action)``.
     """
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        return None, None, [("missing_image", "the annotated image does not exist", "skipped")]
+        return None, [("missing_image", "the annotated image does not exist", "skipped")]
     except OSError as error:
-        return None, None, [("unreadable_image", f"cannot be read: {error.strerror}", "skipped")]
+        return None, [("unreadable_image", f"cannot be read: {error.strerror}", "skipped")]
     try:
         stored = create_stored_image(data, max_side)
     except UnreadableImageError as error:
-        return None, None, [("unreadable_image", f"cannot be decoded: {error}", "skipped")]
-    issues = [(kind, detail, "repaired") for kind, detail in stored.repairs]
-    width, height = stored.original_width, stored.original_height
-    clipped = clip_box(box, width, height)
-    if not has_area(clipped):
-        detail = f"bounding box {box} has no area inside the {width}x{height} image"
-        return None, None, [*issues, ("empty_bbox", detail, "skipped")]
-    if clipped != box:
-        detail = f"bounding box {box} reaches outside the {width}x{height} image; clipped"
-        issues.append(("bbox_clipped", detail, "repaired"))
-    sx, sy = stored.width / width, stored.height / height
-    return stored, scale_box(clipped, sx, sy, stored.width, stored.height), issues
+        return None, [("unreadable_image", f"cannot be decoded: {error}", "skipped")]
+    return stored, [(kind, detail, "repaired") for kind, detail in stored.repairs]
 
 
-def _check_image_job(job: tuple[str, Box, int]) -> tuple:
+def _check_image_job(job: tuple[str, int]) -> tuple:
     return check_image(*job)
 
 
-def check_images(jobs: list[tuple[str, Box, int]], workers: int | None) -> Iterator[tuple]:
-    """Run :func:`check_image` on each ``(path, box, max_side)``, in order.
+def check_images(jobs: list[tuple[str, int]], workers: int | None) -> Iterator[tuple]:
+    """Run :func:`check_image` on each ``(path, max_side)``, in order.
 
     Args:
         workers: processes to use; by default several when there are many images.

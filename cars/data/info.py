@@ -59,6 +59,11 @@ class DatasetInfo:
     bbox_convention: str
     skipped: Mapping[str, int] = field(default_factory=dict)
     repaired: Mapping[str, int] = field(default_factory=dict)
+    # Images kept with an unknown (null) box: per split, and per reason.
+    unknown_boxes: Mapping[str, int] = field(default_factory=dict)
+    unknown_box_reasons: Mapping[str, int] = field(default_factory=dict)
+    whole_image_boxes: int = 0  # boxes of a box-cropped copy, taken as the whole image
+    box_findings: tuple[str, ...] = ()  # resized or box-cropped copies recognised, in words
     resized: int = 0
     reencoded: int = 0
     problems: tuple[Mapping[str, str], ...] = ()
@@ -92,6 +97,7 @@ class DatasetInfo:
         known["class_names"] = tuple(known["class_names"])
         known["class_counts"] = {k: tuple(v) for k, v in known["class_counts"].items()}
         known["problems"] = tuple(known.get("problems", ()))
+        known["box_findings"] = tuple(known.get("box_findings", ()))
         return cls(**known)
 
 

@@ -1,11 +1,14 @@
 """Turning a Stanford Cars folder into a prepared data set (see DESIGN.md, "Data").
 
 Every image is checked here, so that training never meets a bad row: a missing,
-unreadable or duplicate image, or one whose box has no area inside it, is
-skipped; a grayscale, CMYK or non-JPEG image is converted, and a box reaching
-outside its image is clipped. Each is counted in ``dataset.json`` with examples,
-and ``strict`` makes each an error. A file listed twice keeps its first record.
-Boxes are stored in the convention of :data:`cars.data.boxes.BBOX_CONVENTION`.
+unreadable or duplicate image is skipped; a grayscale, CMYK or non-JPEG image is
+converted. A box is auxiliary and never costs an image its label: boxes are
+judged against their images (:mod:`cars.data.box_fit`, which recognises resized
+and box-cropped copies), a box reaching outside its image is clipped, and one
+that cannot be trusted is stored as unknown. Each is counted in ``dataset.json``
+with examples, and ``strict`` makes each an error. A file listed twice keeps its
+first record. Boxes are stored in the convention of
+:data:`cars.data.boxes.BBOX_CONVENTION`.
 
 The set is written into a temporary folder next to ``out`` and renamed into
 place when complete; an existing set is replaced only with ``force``, and only
@@ -15,9 +18,10 @@ locally and uploaded, ``dataset.json`` last.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from cars.data.boxes import BBOX_CONVENTION
+from cars.data.box_fit import UNKNOWN, ImageBox, JudgedBoxes, judge_boxes
+from cars.data.boxes import BBOX_CONVENTION, Box
 from cars.data.errors import DataError
 from cars.data.images import check_images
 from cars.data.info import DATASET_FILE, SPLITS, DatasetInfo, split_file
@@ -77,6 +82,17 @@ class PrepareResult:
             f"prepared data set {info.name!r} ({info.layout} layout, {info.num_classes} classes)",
             f"  images: {counts} ({test})",
         ]
+        lines += [f"  {finding}" for finding in info.box_findings]
+        unknown = sum(info.unknown_boxes.values())
+        if unknown:
+            each = ", ".join(f"{split} {n}" for split, n in info.unknown_boxes.items())
+            why = ", ".join(f"{kind} {n}" for kind, n in sorted(info.unknown_box_reasons.items()))
+            lines.append(
+                f"  boxes unknown for {unknown} images ({each}; {why}): "
+                "images and labels kept, box stored as null"
+            )
+        if info.whole_image_boxes:
+            lines.append(f"  boxes taken as the whole image: {info.whole_image_boxes}")
         for action, kinds in (("skipped", info.skipped), ("repaired", info.repaired)):
             if kinds:
                 each = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
@@ -86,22 +102,44 @@ class PrepareResult:
         return "\n".join(lines)
 
 
-def split_train_val(labels: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
+def _hold_out_rank(seed: int, key: str) -> bytes:
+    return hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
+
+
+def split_train_val(
+    labels: np.ndarray, val_fraction: float, seed: int, keys: Sequence[str] | None = None
+) -> np.ndarray:
     """A stratified hold-out: a boolean mask of the rows that go to ``val``.
 
     Each class gives ``round(n * val_fraction)`` images, at least one when the
     fraction is above 0 and the class has two or more, and always keeps one for
-    training.
+    training. Within a class, images are ranked by a hash of the seed and their
+    key (the source file; by default the row's place in its class), so one
+    class's hold-out does not change when an image of another class is skipped
+    or added.
     """
-    rng = np.random.default_rng(seed)
     is_val = np.zeros(len(labels), dtype=bool)
     for label in np.unique(labels):
         rows = np.flatnonzero(labels == label)
         n = len(rows)
         take = int(np.floor(n * val_fraction + 0.5))
         take = min(max(take, 1 if val_fraction > 0 else 0), n - 1)
-        is_val[rng.permutation(rows)[:take]] = True
+        names = [keys[r] for r in rows] if keys is not None else [str(i) for i in range(n)]
+        ranked = sorted(range(n), key=lambda i: _hold_out_rank(seed, names[i]))
+        is_val[rows[ranked[:take]]] = True
     return is_val
+
+
+@dataclass
+class _Rows:
+    """What the staging pass learnt of the kept rows, in order."""
+
+    labels: list[int]
+    splits: list[str]
+    source_files: list[str]
+    images: list[ImageBox]
+    reencoded: int = 0
+    resized: int = 0
 
 
 def _write_rows(
@@ -114,18 +152,15 @@ def _write_rows(
     workers: int | None,
     progress: bool,
     name: str,
-) -> tuple[np.ndarray, np.ndarray, int, int]:
+) -> _Rows:
     """Check every image and write the kept rows, in order, to one staging file.
 
-    Returns the kept rows' labels and official splits, and the counts of
-    re-encoded and downscaled images.
+    The staged boxes are null: they are judged once every image's size is known.
     """
     boxes = frame[list(BBOX_FIELDS)].to_numpy().tolist()
-    files = frame.source_file
-    jobs = [(str(source / f), tuple(b), max_side) for f, b in zip(files, boxes, strict=True)]
+    jobs = [(str(source / f), max_side) for f in frame.source_file]
     columns: dict[str, list] = {name: [] for name in SCHEMA.names}
-    labels, splits = [], []
-    reencoded = resized = 0
+    kept = _Rows([], [], [], [])
     results = check_images(jobs, workers)
     bar = tqdm(
         results,
@@ -140,36 +175,61 @@ def _write_rows(
         closing(results),
         pq.ParquetWriter(staging_file, SCHEMA, compression=_COMPRESSION) as writer,
     ):
-        for row, (stored, box, issues) in zip(frame.itertuples(index=False), bar, strict=True):
+        rows = zip(frame.itertuples(index=False), boxes, bar, strict=True)
+        for row, box, (stored, issues) in rows:
             for issue in issues:
                 recorder.add(row.source_file, *issue)
             if stored is None:
                 continue
-            reencoded += stored.reencoded
-            resized += stored.resized
-            labels.append(row.label)
-            splits.append(row.split)
-            values = (stored.data, row.label, *box, stored.width, stored.height, row.source_file)
-            for column, value in zip(SCHEMA.names, values, strict=True):
+            kept.reencoded += stored.reencoded
+            kept.resized += stored.resized
+            kept.labels.append(row.label)
+            kept.splits.append(row.split)
+            kept.source_files.append(row.source_file)
+            kept.images.append(
+                ImageBox(
+                    source_file=row.source_file,
+                    split=row.split,
+                    box=tuple(int(v) for v in box),
+                    original_size=(stored.original_width, stored.original_height),
+                    stored_size=(stored.width, stored.height),
+                )
+            )
+            values = (stored.data, row.label, *[None] * 4, stored.width, stored.height)
+            for column, value in zip(SCHEMA.names, (*values, row.source_file), strict=True):
                 columns[column].append(value)
             if len(columns["image"]) >= _BATCH_ROWS:
                 writer.write_table(pa.table(columns, schema=SCHEMA))
                 columns = {column: [] for column in SCHEMA.names}
         writer.write_table(pa.table(columns, schema=SCHEMA))
-    return np.array(labels, dtype=np.int64), np.array(splits), reencoded, resized
+    return kept
 
 
-def _write_splits(staging_file: Path, folder: Path, destinations: np.ndarray) -> None:
-    """Route the staged rows, in order, to one table per split."""
+def _box_columns(boxes: Sequence[Box | None]) -> list[pa.Array]:
+    """The four box columns, null where a box is unknown."""
+    return [
+        pa.array([None if box is None else box[k] for box in boxes], type=pa.int32())
+        for k in range(4)
+    ]
+
+
+def _write_splits(
+    staging_file: Path, folder: Path, destinations: np.ndarray, boxes: Sequence[Box | None]
+) -> None:
+    """Route the staged rows, in order, with their judged boxes, to one table per split."""
     writers = {
         split: pq.ParquetWriter(folder / split_file(split), SCHEMA, compression=_COMPRESSION)
         for split in SPLITS
     }
     try:
         start = 0
-        for batch in pq.ParquetFile(staging_file).iter_batches(batch_size=_BATCH_ROWS):
-            where = destinations[start : start + batch.num_rows]
-            start += batch.num_rows
+        for staged in pq.ParquetFile(staging_file).iter_batches(batch_size=_BATCH_ROWS):
+            where = destinations[start : start + staged.num_rows]
+            box_columns = _box_columns(boxes[start : start + staged.num_rows])
+            start += staged.num_rows
+            batch = staged
+            for name, column in zip(BBOX_FIELDS, box_columns, strict=True):
+                batch = batch.set_column(batch.schema.get_field_index(name), name, column)
             for split, writer in writers.items():
                 if (where == split).any():
                     writer.write_batch(batch.filter(pa.array(where == split)))
@@ -181,6 +241,12 @@ def _write_splits(staging_file: Path, folder: Path, destinations: np.ndarray) ->
 def _count_classes(labels: np.ndarray, num_classes: int) -> tuple[int, ...]:
     """Images per class; unknown labels (-1) are not counted."""
     return tuple(int(n) for n in np.bincount(labels[labels >= 0], minlength=num_classes))
+
+
+def _count_unknown_boxes(judged: JudgedBoxes, destinations: np.ndarray) -> dict[str, int]:
+    """Images whose box is unknown, per split."""
+    unknown = np.array([box is None for box in judged.boxes], dtype=bool)
+    return {split: int((unknown & (destinations == split)).sum()) for split in SPLITS}
 
 
 def _drop_duplicates(frame: pd.DataFrame, recorder: ProblemRecorder) -> pd.DataFrame:
@@ -242,7 +308,7 @@ def prepare_dataset(
     frame = _drop_duplicates(frame, recorder)
     with publish_folder(out, force=force) as folder:
         staging_file = folder / _STAGING_FILE
-        labels, splits, reencoded, resized = _write_rows(
+        kept = _write_rows(
             source,
             frame,
             staging_file,
@@ -252,10 +318,16 @@ def prepare_dataset(
             progress=progress,
             name=name,
         )
+        judged = judge_boxes(kept.images)
+        for issue in judged.issues:
+            recorder.add(*issue)
+        labels, splits = np.array(kept.labels, dtype=np.int64), np.array(kept.splits)
         destinations = splits.astype(object)
         train_rows = np.flatnonzero(splits == "train")
-        destinations[train_rows[split_train_val(labels[train_rows], val_fraction, seed)]] = "val"
-        _write_splits(staging_file, folder, destinations)
+        keys = [kept.source_files[r] for r in train_rows]
+        is_val = split_train_val(labels[train_rows], val_fraction, seed, keys)
+        destinations[train_rows[is_val]] = "val"
+        _write_splits(staging_file, folder, destinations, judged.boxes)
         staging_file.unlink()
         info = DatasetInfo(
             name=name,
@@ -274,8 +346,12 @@ def prepare_dataset(
             bbox_convention=BBOX_CONVENTION,
             skipped=recorder.counts("skipped"),
             repaired=recorder.counts("repaired"),
-            resized=resized,
-            reencoded=reencoded,
+            unknown_boxes=_count_unknown_boxes(judged, destinations),
+            unknown_box_reasons=recorder.counts(UNKNOWN),
+            whole_image_boxes=judged.whole_image,
+            box_findings=tuple(judged.findings),
+            resized=kept.resized,
+            reencoded=kept.reencoded,
             problems=tuple(recorder.examples()),
             generator=dict(generator) if generator else None,
         )

@@ -13,14 +13,15 @@ EXAMPLES_PER_KIND = 10
 
 @dataclass(frozen=True)
 class Problem:
-    """One image skipped or repaired, and why."""
+    """One image skipped, repaired or kept without its box, and why."""
 
     source_file: str
-    # skipped: missing_image, unreadable_image, duplicate, empty_bbox;
-    # repaired: not_rgb, not_jpeg, bbox_clipped
+    # skipped: missing_image, unreadable_image, duplicate;
+    # repaired: not_rgb, not_jpeg, bbox_clipped;
+    # box_unknown (image and label kept): empty_bbox, inverted_bbox, bbox_mismatch
     kind: str
     detail: str
-    action: str  # "skipped" or "repaired"
+    action: str  # "skipped", "repaired" or "box_unknown"
 
 
 class ProblemRecorder:
@@ -33,14 +34,15 @@ class ProblemRecorder:
     def add(self, source_file: str, kind: str, detail: str, action: str) -> None:
         """Record a problem, or raise it as a :class:`DataError` in strict mode."""
         if self.strict:
+            would = "kept without its box" if action == "box_unknown" else action
             raise DataError(
-                f"{source_file}: {detail} (with --strict every image that would be {action} "
+                f"{source_file}: {detail} (with --strict every image that would be {would} "
                 "is an error; without it, it is counted in dataset.json)"
             )
         self.problems.append(Problem(source_file, kind, detail, action))
 
     def counts(self, action: str) -> dict[str, int]:
-        """Problems per kind, of those ``"skipped"`` or ``"repaired"``."""
+        """Problems per kind, of those ``"skipped"``, ``"repaired"`` or ``"box_unknown"``."""
         return dict(Counter(p.kind for p in self.problems if p.action == action))
 
     def examples(self) -> list[dict[str, str]]:

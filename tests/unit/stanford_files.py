@@ -9,7 +9,7 @@ array. ``test_readers.py`` checks that structure with ``loadmat``.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -74,18 +74,22 @@ def write_devkit(
     test_labels: str | None = "root",
     nested: bool = False,
     images: bool = True,
+    image_sizes: Mapping[str, tuple[int, int]] | None = None,
 ) -> Path:
     """A devkit-layout folder; test labels go to ``test_labels`` ("root", "devkit", None).
 
-    With ``images``, every listed image is written as a small RGB JPEG.
+    With ``images``, every listed image is written as a small RGB JPEG, 80 x 60
+    unless ``image_sizes`` gives its size by ``fname``.
     """
+    sizes = image_sizes or {}
     (root / "devkit").mkdir(parents=True)
     for split, records in (("train", train), ("test", test)):
         folder = root / f"cars_{split}" / (f"cars_{split}" if nested else "")
         folder.mkdir(parents=True, exist_ok=True)
         if images:
             for r in records:
-                (folder / str(r["fname"])).write_bytes(image_bytes())
+                size = sizes.get(str(r["fname"]), (80, 60))
+                (folder / str(r["fname"])).write_bytes(image_bytes(size))
     scipy.io.savemat(root / "devkit" / "cars_meta.mat", {"class_names": cell_array(class_names)})
     scipy.io.savemat(root / "devkit" / "cars_train_annos.mat", {"annotations": struct_array(train)})
     unlabelled = [{k: v for k, v in r.items() if k != "class"} for r in test]

@@ -143,8 +143,14 @@ BROKEN: dict[str, tuple[Callable[[Path], None] | None, list, str, str]] = {
     "empty_bbox": (
         None,
         [*TRAIN[:1], record("00002.jpg", (90, 10, 120, 40), 2), *TRAIN[2:]],
-        "skipped",
+        "box_unknown",
         "has no area inside the 80x60 image",
+    ),
+    "inverted_bbox": (
+        None,
+        [*TRAIN[:1], record("00002.jpg", (60, 10, 20, 40), 2), *TRAIN[2:]],
+        "box_unknown",
+        "is inverted",
     ),
     "duplicate": (None, [*TRAIN, TRAIN[1]], "skipped", "listed again (record 7)"),
 }
@@ -160,24 +166,35 @@ def _broken_folder(root: Path, kind: str) -> Path:
 
 @pytest.mark.parametrize("kind", sorted(BROKEN))
 def test_a_bad_image_is_skipped_or_repaired_and_counted(tmp_path: Path, kind: str) -> None:
-    _, _, action, message = BROKEN[kind]
+    _, records, action, message = BROKEN[kind]
     source = _broken_folder(tmp_path / "cars", kind)
     result = prepare_dataset(source, tmp_path / "set", progress=False)
     info = read_dataset_info(str(tmp_path / "set"))
-    assert dict(getattr(info, action)) == {kind: 1}
+    counted = {"box_unknown": "unknown_box_reasons"}.get(action, action)
+    assert dict(getattr(info, counted)) == {kind: 1}
     [problem] = info.problems
     assert problem["source_file"] == "cars_train/00002.jpg" and message in problem["detail"]
-    assert f"{action} 1: {kind} 1" in result.summary()
+    if action == "box_unknown":
+        assert sum(info.unknown_boxes.values()) == 1
+        assert "boxes unknown for 1 images" in result.summary()
+        assert f"{kind} 1): images and labels kept" in result.summary()
+    else:
+        assert f"{action} 1: {kind} 1" in result.summary()
     rows = pd.concat([_table(tmp_path / "set", "train"), _table(tmp_path / "set", "val")])
     kept = rows[rows.source_file == "cars_train/00002.jpg"]
-    # A repaired image is kept; a skipped one is not, unless a first listing of it is.
-    assert len(kept) == (0 if kind in ("missing_image", "unreadable_image", "empty_bbox") else 1)
+    # A repaired image is kept, and so is one whose box is unknown; a skipped one is
+    # not, unless a first listing of it is.
+    assert len(kept) == (0 if kind in ("missing_image", "unreadable_image") else 1)
     assert len(rows) == 6 - (action == "skipped" and kind != "duplicate")
     for row in kept.itertuples():
         with Image.open(io.BytesIO(row.image)) as image:
             assert (image.format, image.mode) == ("JPEG", "RGB")
-        assert 0 <= row.bbox_x1 < row.bbox_x2 <= row.width == 80
-        assert 0 <= row.bbox_y1 < row.bbox_y2 <= row.height == 60
+        assert row.label == int(records[1]["class"]) - 1 and (row.width, row.height) == (80, 60)
+        if action == "box_unknown":
+            assert kept[BOX_COLUMNS].isna().all(axis=None)
+        else:
+            assert 0 <= row.bbox_x1 < row.bbox_x2 <= row.width
+            assert 0 <= row.bbox_y1 < row.bbox_y2 <= row.height
 
 
 @pytest.mark.parametrize("kind", sorted(BROKEN))
