@@ -7,8 +7,10 @@ parsers live here so that tests exercise exactly what a user types.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,25 +22,52 @@ from cars.paths import REPORTS_DIR, RUNS_DIR, resolve_path
 from cars.resources import ResourceError
 from cars.sweep_config import PRESETS, SweepConfig, create_sweep_config
 
-# Errors in what the user asked for: shown as one line, without a traceback.
+# Errors in what the user asked for or in their surroundings (a path, storage,
+# permissions): shown as one line, without a traceback unless --debug is given.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     DataError,
     WeightsError,
     ResourceError,
-    FileExistsError,
-    FileNotFoundError,
+    OSError,
 )
+DEBUG_FLAG = "--debug"
+
+
+class ReportError(Exception):
+    """The report step failed after the sweep finished; its results are intact."""
+
+    def __init__(self, sweep_path: str, reports: str, cause: BaseException) -> None:
+        command = shlex.join(["python", "jobs/report.py", "--sweep", sweep_path])
+        command += " " + shlex.join(["--reports", reports])
+        super().__init__(
+            f"the report step failed: {type(cause).__name__}: {cause}\n"
+            f"The sweep's results are intact at {sweep_path}. Once the cause is fixed, "
+            f"write the report with:\n  {command}"
+        )
+        self.sweep_path = sweep_path
+        self.command = command
+
+
+def _add_debug_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(DEBUG_FLAG, action="store_true", help="show the traceback of an error, too")
 
 
 @contextmanager
-def exit_on_user_error() -> Iterator[None]:
-    """Turn a user error into ``error: <message>`` on stderr and exit status 2."""
+def exit_on_user_error(argv: Sequence[str] | None = None) -> Iterator[None]:
+    """Turn a user error into ``error: <message>`` on stderr and exit status 2.
+
+    A :class:`ReportError` exits with status 1. With ``--debug`` in ``argv`` (by
+    default the process's arguments) the traceback is printed first.
+    """
+    debug = DEBUG_FLAG in (sys.argv[1:] if argv is None else argv)
     try:
         yield
-    except USER_ERRORS as error:
+    except (ReportError, *USER_ERRORS) as error:
+        if debug:
+            traceback.print_exception(error)
         print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(1 if isinstance(error, ReportError) else 2) from None
 
 
 def _timestamp() -> str:
@@ -133,6 +162,7 @@ def create_train_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--name", help="run name; an existing run of this name resumes")
     _add_resource_options(parser)
+    _add_debug_option(parser)
     return parser
 
 
@@ -245,6 +275,7 @@ def create_sweep_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int)
     run.add_argument("--gradcam-images", type=int)
     _add_resource_options(parser)
+    _add_debug_option(parser)
     return parser
 
 
@@ -319,6 +350,7 @@ def parse_report_args(argv: Sequence[str] | None = None) -> ReportJob:
         help="reports/<sweep name>/ is written under this folder",
     )
     parser.add_argument("--gradcam-images", type=int, help="test images per Grad-CAM grid")
+    _add_debug_option(parser)
     args = parser.parse_args(argv)
     return ReportJob(
         sweep=resolve_path(args.sweep),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import ray.tune
 
-from cars.cli import SweepJob, TrainJob
+from cars.cli import ReportError, SweepJob, TrainJob
 from cars.config import METRIC, MODE
 from cars.data import read_dataset_info
 from cars.demo import prepare_demo
@@ -117,7 +117,11 @@ def run_study(job: SweepJob) -> StudyOutcome:
 
 
 def _write_report(outcome: SweepOutcome, job: SweepJob) -> str:
-    return write_report(outcome.path, job.reports).path
+    """Write the report; any failure becomes a :class:`ReportError` naming the way on."""
+    try:
+        return write_report(outcome.path, job.reports).path
+    except Exception as error:  # the sweep's work is done and kept, whatever failed here
+        raise ReportError(outcome.path, job.reports, error) from error
 
 
 def run_train_job(job: TrainJob) -> ray.train.Result:

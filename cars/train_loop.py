@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 import tempfile
 import time
@@ -34,6 +35,11 @@ from cars.optim import create_loss, create_mixup, create_optimizer, create_sched
 # this epoch (1-based), once, so that tests can watch Ray Train restart the group.
 FAULT_EPOCH_ENV = "CARS_FAULT_CRASH_AT_EPOCH"
 FAULT_MARKER_ENV = "CARS_FAULT_MARKER"
+
+# An empty val split (every class too small to hold an image out) has no score:
+# NaN, which Tune, ASHA and Train's checkpoint ranking treat as missing, and the
+# report shows as missing.
+NO_VAL: dict[str, float] = {"loss": math.nan, "acc": math.nan, "top5": math.nan, "images": 0}
 
 
 def resolve_loader_workers(config: TrainConfig) -> int:
@@ -72,6 +78,13 @@ def _create_loaders(
 ) -> tuple[DataLoader, DataLoader]:
     """The training loader (sharded by Ray's DistributedSampler) and this rank's val shard."""
     train_set, val_set = create_datasets(config)
+    if rank == 0 and train_set.uncropped + val_set.uncropped:
+        print(
+            f"--bbox-crop: {train_set.uncropped} of {len(train_set)} train and "
+            f"{val_set.uncropped} of {len(val_set)} val images have no known box; "
+            "they are used whole",
+            flush=True,
+        )
     workers = resolve_loader_workers(config)
     common: dict[str, Any] = {
         "num_workers": workers,
@@ -163,6 +176,7 @@ def run_worker(loop_config: dict[str, Any]) -> None:
     trainable_params, total_params = count_parameters(model)
 
     train_loader, val_loader = _create_loaders(config, rank, world_size, on_cuda)
+    has_val = info.counts.get("val", 0) > 0
     steps_per_epoch = len(train_loader)
     optimizer = create_optimizer(model, config)
     scheduler = create_scheduler(optimizer, config, steps_per_epoch)
@@ -205,8 +219,12 @@ def run_worker(loop_config: dict[str, Any]) -> None:
             mixup_fn=mixup_fn,
             channels_last=True,
         )
-        val = evaluate(
-            _unwrap(model), val_loader, device=device, amp_dtype=amp_dtype, channels_last=True
+        val = (
+            evaluate(
+                _unwrap(model), val_loader, device=device, amp_dtype=amp_dtype, channels_last=True
+            )
+            if has_val
+            else NO_VAL
         )
         metrics = {
             "epoch": epoch,

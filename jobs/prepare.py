@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 
 from cars.data import DataError, prepare_dataset, prepare_synthetic
 from cars.paths import resolve_path
@@ -22,6 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--strict", action="store_true", help="any bad image is an error")
     parser.add_argument("--force", action="store_true", help="replace an existing set")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     synthetic = parser.add_argument_group("with --synthetic")
     synthetic.add_argument("--num-classes", type=int, default=10)
     synthetic.add_argument("--train-per-class", type=int, default=30)
@@ -45,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             source, out = resolve_path(a.source), resolve_path(a.out)
             result = prepare_dataset(source, out, strict=a.strict, **common)
-    except DataError as error:
+    except (DataError, OSError) as error:
+        if a.debug:
+            traceback.print_exception(error)
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{result.summary()}\nprepared data set written to {result.out}")

@@ -14,7 +14,7 @@ from cars.report import write_report
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write the report; print where it went and what it lacks."""
-    with exit_on_user_error():
+    with exit_on_user_error(argv):
         job = parse_report_args(argv)
         outcome = write_report(job.sweep, job.reports, job.gradcam_images)
     for missing in outcome.missing:

@@ -15,7 +15,7 @@ from cars.study import run_study
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run or resume the sweep; print where its results and report went."""
-    with exit_on_user_error():
+    with exit_on_user_error(argv):
         outcome = run_study(parse_sweep_args(argv))
     print(f"\nSweep results and checkpoints: {outcome.sweep_path}")
     if outcome.report_path:

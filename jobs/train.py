@@ -15,7 +15,7 @@ from cars.study import run_train_job
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train; print where the result and its checkpoints went."""
-    with exit_on_user_error():
+    with exit_on_user_error(argv):
         job = parse_train_args(argv)
         result = run_train_job(job)
     if result.error is not None:

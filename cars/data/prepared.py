@@ -30,7 +30,8 @@ class CarsDataset(Dataset):
 
     Items are ``(transform(image), label)``; without a transform, the PIL image.
     With ``bbox_crop`` the image is first cropped to its bounding box enlarged by
-    ``bbox_margin`` times the box's size on each side (clipped to the image).
+    ``bbox_margin`` times the box's size on each side (clipped to the image); an
+    image whose box is unknown is used whole (``uncropped`` counts them).
     Test images whose labels are unknown have label -1.
     """
 
@@ -52,11 +53,16 @@ class CarsDataset(Dataset):
         columns = [*BBOX_FIELDS, "label", "width", "height", "source_file"]
         table = pq.read_table(self.file, columns=columns)
         self.labels: np.ndarray = table["label"].to_numpy().astype(np.int64)
+        # Unknown boxes are null in the table; here -1 in ``boxes`` and False in ``has_box``.
+        self.has_box: np.ndarray = np.ones(len(table), dtype=bool)
+        for name in BBOX_FIELDS:
+            self.has_box &= ~table[name].is_null().to_numpy(zero_copy_only=False)
         self.boxes: np.ndarray = (
-            np.stack([table[name].to_numpy() for name in BBOX_FIELDS], axis=1)
+            np.stack([table[name].fill_null(-1).to_numpy() for name in BBOX_FIELDS], axis=1)
             .astype(np.int64)
             .reshape(-1, 4)
         )
+        self.boxes[~self.has_box] = -1
         self.sizes: np.ndarray = (
             np.stack([table["width"].to_numpy(), table["height"].to_numpy()], axis=1)
             .astype(np.int64)
@@ -85,20 +91,28 @@ class CarsDataset(Dataset):
         with Image.open(io.BytesIO(self._image_bytes(index))) as image:
             return image.convert("RGB")
 
-    def box(self, index: int) -> Box:
-        """The bounding box of item ``index`` in stored pixels (x2, y2 exclusive)."""
+    @property
+    def uncropped(self) -> int:
+        """Images that ``bbox_crop`` uses whole, because their box is unknown."""
+        return int((~self.has_box).sum()) if self.bbox_crop else 0
+
+    def box(self, index: int) -> Box | None:
+        """The box of item ``index`` in stored pixels (x2, y2 exclusive); None if unknown."""
+        if not self.has_box[index]:
+            return None
         x1, y1, x2, y2 = (int(v) for v in self.boxes[index])
         return x1, y1, x2, y2
 
-    def read_record(self, index: int) -> tuple[Image.Image, int, Box]:
+    def read_record(self, index: int) -> tuple[Image.Image, int, Box | None]:
         """The raw record of item ``index``: the whole image, its label and its box."""
         return self.read_image(index), int(self.labels[index]), self.box(index)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         image = self.read_image(index)
-        if self.bbox_crop:
+        box = self.box(index) if self.bbox_crop else None
+        if box is not None:
             width, height = image.size
-            image = image.crop(expand_box(self.box(index), width, height, self.bbox_margin))
+            image = image.crop(expand_box(box, width, height, self.bbox_margin))
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.labels[index])

@@ -67,7 +67,10 @@ def check_length(values: Sequence[object], count: int, name: str) -> list:
 
 
 def draw_image(ax: Axes, image: np.ndarray, box: np.ndarray, cam: np.ndarray | None = None) -> None:
-    """The image (with the CAM over it, if given) and the true box; pixel edges on integers."""
+    """The image (with the CAM over it, if given) and the true box; pixel edges on integers.
+
+    A box of NaNs (unknown) is not drawn.
+    """
     height, width = image.shape[:2]
     extent = (0, width, height, 0)
     ax.imshow(image, extent=extent, interpolation="nearest")
@@ -82,17 +85,18 @@ def draw_image(ax: Axes, image: np.ndarray, box: np.ndarray, cam: np.ndarray | N
             interpolation="bilinear",
         )
     x1, y1, x2, y2 = box
-    ax.add_patch(
-        Rectangle(
-            (x1, y1),
-            x2 - x1,
-            y2 - y1,
-            fill=False,
-            edgecolor="white",
-            linewidth=1.8,
-            path_effects=_BOX_OUTLINE,
+    if np.isfinite(box).all():
+        ax.add_patch(
+            Rectangle(
+                (x1, y1),
+                x2 - x1,
+                y2 - y1,
+                fill=False,
+                edgecolor="white",
+                linewidth=1.8,
+                path_effects=_BOX_OUTLINE,
+            )
         )
-    )
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.set_xticks([])
@@ -112,6 +116,8 @@ def measure_caption(measures: pd.DataFrame | None, index: int) -> str:
     if measures is None:
         return ""
     row = measures.iloc[index]
+    if not row.get("box_known", True):
+        return "box unknown: not measured"
     energy = row.get("energy_inside", np.nan)
     parts = ["energy in box: n/a" if pd.isna(energy) else f"energy in box {energy:.0%}"]
     share = row.get("box_area_share", np.nan)

@@ -1,5 +1,9 @@
 """The report's Grad-CAM section: the same test images through every chosen model,
-drawn, and measured against the cars' bounding boxes."""
+drawn, and measured against the cars' bounding boxes.
+
+An image whose box is unknown (see :data:`cars.data.BBOX_CONVENTION`) is drawn
+without a box and not measured: its measures are null, never computed on a guess.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import torch
 from cars.config import TrainConfig
 from cars.data import CarsDataset, map_box_to_eval_input
 from cars.figures import plot_cam_measures, plot_gradcam_grid, plot_regime_comparison
-from cars.gradcam import POINTING_TOLERANCE, compute_cams, measure_cams
+from cars.gradcam import MEASURE_COLUMNS, POINTING_TOLERANCE, compute_cams, measure_cams
 
 # The pointing game's 15 px tolerance is meant for inputs of about 224-299 px;
 # it scales with the input so that a 64 px demo is judged alike.
@@ -81,7 +85,8 @@ def write_gradcam(
     """Draw and measure the CAMs of ``models`` on the test images ``indices``.
 
     Writes one grid per model, a figure comparing the models on the same
-    images, and a bar chart of the measures into ``out``.
+    images, and a bar chart of the measures (of the images whose box is known)
+    into ``out``.
 
     Returns:
         One row per image and model (``gradcam.parquet``).
@@ -89,24 +94,16 @@ def write_gradcam(
     inputs = torch.stack([dataset[int(i)][0] for i in indices])
     images = _display_images(inputs)
     boxes = np.array(
-        [
-            map_box_to_eval_input(
-                dataset.box(int(i)),
-                *(int(v) for v in dataset.sizes[int(i)]),
-                config.image_size,
-                bbox_crop=config.bbox_crop,
-                bbox_margin=config.bbox_margin,
-            )
-            for i in indices
-        ]
-    )
+        [_input_box(dataset, int(i), config) for i in indices], dtype=np.float64
+    ).reshape(-1, 4)
+    known = np.isfinite(boxes).all(axis=1)
     labels = dataset.labels[indices]
     true_names = [_class_name(class_names, int(label)) for label in labels]
     tolerance = pointing_tolerance(config.image_size)
     frames, cams_by_model, preds_by_model, measures_by_model = [], {}, {}, {}
     for cam_model in models:
         result = compute_cams(cam_model.model, inputs)
-        measures = measure_cams(result.cams, boxes, tolerance=tolerance)
+        measures = _measure_known(result.cams, boxes, known, tolerance)
         pred_names = [_class_name(class_names, int(p)) for p in result.predictions]
         plot_gradcam_grid(
             images,
@@ -155,5 +152,35 @@ def write_gradcam(
         measures_by_model=measures_by_model,
     )
     table = pd.concat(frames, ignore_index=True)
-    plot_cam_measures(table, out / "measures.png", tolerance=tolerance)
+    if known.any():
+        plot_cam_measures(table[table["box_known"]], out / "measures.png", tolerance=tolerance)
     return table
+
+
+def _input_box(dataset: CarsDataset, index: int, config: TrainConfig) -> tuple[float, ...]:
+    """An image's box in the model input's pixels; NaNs when the box is unknown."""
+    box = dataset.box(index)
+    if box is None:
+        return (np.nan,) * 4
+    width, height = (int(v) for v in dataset.sizes[index])
+    return map_box_to_eval_input(
+        box,
+        width,
+        height,
+        config.image_size,
+        bbox_crop=config.bbox_crop,
+        bbox_margin=config.bbox_margin,
+    )
+
+
+def _measure_known(
+    cams: np.ndarray, boxes: np.ndarray, known: np.ndarray, tolerance: float
+) -> pd.DataFrame:
+    """The measures of the CAMs whose box is known; nulls for the others (``box_known``)."""
+    frame = pd.DataFrame(index=range(len(cams)), columns=list(MEASURE_COLUMNS), dtype=float)
+    frame = frame.astype({"pointing_hit": "boolean", "center_hit": "boolean"})
+    if known.any():
+        measured = measure_cams(cams[known], boxes[known], tolerance=tolerance)
+        for column in MEASURE_COLUMNS:
+            frame.loc[known, column] = measured[column].to_numpy()
+    return frame.assign(box_known=known)

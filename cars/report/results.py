@@ -75,9 +75,12 @@ def read_train_run(train_path: str) -> TrainRunState:
     if result is None:
         return TrainRunState(None, {}, [])
     history = read_history(result.checkpoint.path) if result.checkpoint else []
-    scored = [(c, m) for c, m in result.best_checkpoints if METRIC in m]
+    scored = [(c, m) for c, m in result.best_checkpoints if is_number(m.get(METRIC))]
     if not scored:
-        return TrainRunState(None, {}, history)
+        # Without a validation score (an empty val split) there is no best checkpoint,
+        # only the last one.
+        last = result.checkpoint
+        return TrainRunState(last.path if last else None, history[-1] if history else {}, history)
     sign = 1 if MODE == "max" else -1
     checkpoint, metrics = max(scored, key=lambda cm: (sign * cm[1][METRIC], -cm[1]["val_loss"]))
     return TrainRunState(checkpoint.path, metrics, history)
@@ -109,14 +112,18 @@ def _trial_row(
     status, stopped_early = _status(trial, len(curve), sweep.epochs)
     row.update(status=status, stopped_early=stopped_early, epochs_run=len(curve))
     row["max_epochs"] = sweep.epochs
-    if len(curve):
-        best = curve.loc[curve[METRIC].idxmax() if MODE == "max" else curve[METRIC].idxmin()]
-        last = curve.iloc[-1]
+    scored = curve.dropna(subset=[METRIC])  # an empty val split scores no epoch
+    if len(scored):
+        best = scored.loc[scored[METRIC].idxmax() if MODE == "max" else scored[METRIC].idxmin()]
         row.update(
             best_epoch=int(best["epoch"]),
             best_val_acc=float(best["val_acc"]),
             best_val_loss=float(best["val_loss"]),
             best_val_top5=float(best["val_top5"]),
+        )
+    if len(curve):
+        last = curve.iloc[-1]
+        row.update(
             last_val_acc=float(last["val_acc"]),
             last_val_loss=float(last["val_loss"]),
             last_train_acc=float(last["train_acc"]),

@@ -72,7 +72,9 @@ def create_eval_dataset(config: TrainConfig, split: str = "test") -> CarsDataset
 
 @torch.inference_mode()
 def predict(model: torch.nn.Module, dataset: CarsDataset, device: torch.device) -> np.ndarray:
-    """Softmax probabilities for every image of ``dataset``, in order."""
+    """Softmax probabilities for every image of ``dataset``, in order (none for an empty set)."""
+    if len(dataset) == 0:
+        return np.zeros((0, model.num_classes), dtype=np.float32)
     model = model.to(device)
     loader = DataLoader(dataset, batch_size=64, num_workers=0)
     chunks = [torch.softmax(model(images.to(device)).float(), dim=1).cpu() for images, _ in loader]
@@ -82,7 +84,7 @@ def predict(model: torch.nn.Module, dataset: CarsDataset, device: torch.device) 
 def score_probabilities(
     probabilities: np.ndarray, labels: np.ndarray
 ) -> tuple[float, float, float]:
-    """Cross-entropy loss, top-1 and top-5 accuracy; NaN when no label is known."""
+    """Cross-entropy loss, top-1 and top-5 accuracy; NaN when no label is known (or no image)."""
     known = labels >= 0
     if not known.any():
         return float("nan"), float("nan"), float("nan")

@@ -9,6 +9,7 @@ import pandas as pd
 
 from cars.config import METRIC
 from cars.data import DatasetInfo
+from cars.report.gaps import describe_boxes, describe_test_gap, missing_test_reason
 from cars.report.results import SweepResults, is_number
 
 # The reference study's figures (Keras, real Stanford Cars, 299 px, batch 32,
@@ -60,15 +61,15 @@ def _config_text(row: pd.Series) -> str:
     return ", ".join(parts)
 
 
-def _regime_table(regimes: pd.DataFrame, has_test: bool) -> list[str]:
+def _regime_table(regimes: pd.DataFrame, missing_test: str | None) -> list[str]:
     lines = [
         "| regime | trial | config | epochs | best val acc (epoch) | test acc | test top-5 "
         "| trainable params | s / epoch | images / s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, row in regimes.iterrows():
-        test_acc = _pct(row["test_acc"]) if has_test else "unknown labels"
-        test_top5 = _pct(row["test_top5"]) if has_test else "unknown labels"
+        test_acc = missing_test or _pct(row["test_acc"])
+        test_top5 = missing_test or _pct(row["test_top5"])
         lines.append(
             f"| {row['regime']} | {row['trial_id']} | {_config_text(row)} "
             f"| {_int(row['epochs_run'])}/{_int(row['max_epochs'])} "
@@ -95,7 +96,21 @@ def _reference_table() -> list[str]:
 
 
 def _gradcam_lines(gradcam: pd.DataFrame) -> list[str]:
-    means = gradcam.groupby(["model", "regime"], sort=False).agg(
+    if "box_known" not in gradcam:
+        gradcam = gradcam.assign(box_known=True)
+    measured = gradcam[gradcam["box_known"].astype(bool)]
+    first = gradcam[gradcam["model"] == gradcam["model"].iloc[0]]  # every model sees the same
+    shown, unknown = len(first), int((~first["box_known"].astype(bool)).sum())
+    coverage = (
+        f"Measured on {shown - unknown} of the {shown} images drawn; the other {unknown} "
+        "have no known box (the data set stores their box as unknown), so they are drawn "
+        "without one and not measured."
+        if unknown
+        else f"Measured on all {shown} images drawn."
+    )
+    if measured.empty:
+        return [coverage]
+    means = measured.groupby(["model", "regime"], sort=False).agg(
         images=("energy_inside", "size"),
         energy_inside=("energy_inside", "mean"),
         box_area_share=("box_area_share", "mean"),
@@ -111,7 +126,8 @@ def _gradcam_lines(gradcam: pd.DataFrame) -> list[str]:
         "the box's share of the image (what a uniform map scores); their ratio (above 1: "
         "the CAM concentrates on the car); and the pointing game (the centre of the CAM's "
         f"maximal region inside the box, {tolerance:.1f} px tolerance), against always "
-        "pointing at the image centre. Means over the same test images for every model.",
+        "pointing at the image centre. Means over the same test images for every model. "
+        + coverage,
         "",
         "| model | regime | images | energy in box | box area share | ratio | pointing hits "
         "| centre baseline | correct |",
@@ -133,7 +149,7 @@ def render_summary(inputs: SummaryInputs) -> str:
     trials = results.trials
     counts = trials["status"].value_counts()
     stopped = int(trials["stopped_early"].sum())
-    has_test = info.has_test_labels
+    missing_test = missing_test_reason(info)
     lines = [
         f"# Xception transfer-learning study: `{results.name}`",
         "",
@@ -154,6 +170,7 @@ def render_summary(inputs: SummaryInputs) -> str:
         + f"), augmentation from {', '.join(config.augments)}, `finetune` depth from "
         f"{', '.join(map(str, config.finetune_blocks))} blocks. ASHA (within each regime) "
         f"stopped {stopped} trial(s) early.",
+        *describe_boxes(info, bbox_crop=config.bbox_crop),
         "- Trials: " + ", ".join(f"{n} {state}" for state, n in counts.items()) + ".",
         "",
         "## Each regime's best trial",
@@ -162,13 +179,9 @@ def render_summary(inputs: SummaryInputs) -> str:
     if inputs.regimes.empty:
         lines.append("No trial has a checkpoint yet: nothing could be scored.")
     else:
-        lines += _regime_table(inputs.regimes, has_test)
-        if not has_test:
-            lines += [
-                "",
-                "The test split's labels are unknown (Stanford Cars without "
-                "`cars_test_annos_withlabels.mat`): no test score could be computed.",
-            ]
+        lines += _regime_table(inputs.regimes, missing_test)
+        if missing_test is not None:
+            lines += ["", str(describe_test_gap(info))]
     if inputs.best_trial is not None:
         best = trials[trials["trial_id"] == inputs.best_trial].iloc[0]
         lines += [
@@ -198,14 +211,18 @@ def render_summary(inputs: SummaryInputs) -> str:
         "## Grad-CAM",
         "",
     ]
-    if inputs.gradcam is None or inputs.gradcam.empty:
+    if info.counts.get("test", 0) == 0:
+        lines.append("No Grad-CAM: the test split has no images.")
+    elif inputs.gradcam is None or inputs.gradcam.empty:
         lines.append("No Grad-CAM: no regime has a scored model.")
     else:
         lines += _gradcam_lines(inputs.gradcam)
+        known = inputs.gradcam.get("box_known", pd.Series([True])).astype(bool)
+        measures = "`gradcam/measures.png`; " if known.any() else ""
         lines += [
             "",
             "Figures: `gradcam/<model>.png`, `gradcam/regimes.png`, "
-            "`gradcam/measures.png`; per image: `gradcam/gradcam.parquet`.",
+            f"{measures}per image: `gradcam/gradcam.parquet`.",
         ]
     lines += ["", "## Missing or incomplete", ""]
     notes = [*results.missing, *inputs.notes]

@@ -23,6 +23,7 @@ from cars.data import read_dataset_info
 from cars.data.staging import staged_folder
 from cars.figures import plot_learning_curves
 from cars.report.cams import CamModel, select_images, write_gradcam
+from cars.report.gaps import describe_data_gaps
 from cars.report.results import SweepResults, read_sweep_results, select_regime_bests
 from cars.report.scoring import (
     TestScore,
@@ -107,7 +108,8 @@ def _write_gradcam_section(
     class_names: list[str],
     count: int,
     seed: int,
-) -> pd.DataFrame:
+) -> pd.DataFrame | None:
+    """Grad-CAM figures and measures (None without test images), and ``best/``."""
     models = [
         CamModel(
             name=f"{row.regime}-{row.trial_id}",
@@ -122,15 +124,17 @@ def _write_gradcam_section(
     indices = select_images(best_score.predictions, best_score.labels, count, seed)
     dataset = create_eval_dataset(best_config)
     folder = stage / "gradcam"
-    table = write_gradcam(
-        models,
-        dataset,
-        indices=indices,
-        config=best_config,
-        class_names=class_names,
-        out=folder,
-    )
-    write_parquet(table, folder / "gradcam.parquet")
+    table = None
+    if len(indices):
+        table = write_gradcam(
+            models,
+            dataset,
+            indices=indices,
+            config=best_config,
+            class_names=class_names,
+            out=folder,
+        )
+        write_parquet(table, folder / "gradcam.parquet")
     best = models[best_index]
     save_best_weights(stage / "best", best.model, configs[best_index].to_dict(), class_names)
     return table
@@ -149,10 +153,10 @@ def write_report(
     assert config.data is not None
     info = read_dataset_info(config.data)
     class_names = list(info.class_names)
-    notes: list[str] = []
+    notes = describe_data_gaps(info)
     regimes = select_regime_bests(results.trials)
     for regime in config.regimes:
-        if regime not in set(regimes["regime"]):
+        if regime not in set(regimes["regime"]) and info.counts.get("val", 0):
             notes.append(f"regime {regime} has no trial with a checkpoint: not scored")
     target = Path(reports_dir) / results.name
     with staged_folder(target, replace=True) as stage:
