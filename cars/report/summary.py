@@ -176,7 +176,9 @@ def render_summary(inputs: SummaryInputs) -> str:
         "## Each regime's best trial",
         "",
     ]
-    if inputs.regimes.empty:
+    if inputs.regimes.empty and info.counts.get("val", 0) == 0:
+        lines.append("No trial has a validation score (the val split is empty): none scored.")
+    elif inputs.regimes.empty:
         lines.append("No trial has a checkpoint yet: nothing could be scored.")
     else:
         lines += _regime_table(inputs.regimes, missing_test)
