@@ -149,7 +149,7 @@ def judge_boxes(images: Sequence[ImageBox]) -> JudgedBoxes:
             whole = _judge_cropped(images, rows, judged)
             judged.whole_image += whole
             line = (
-                f"{split}: {len(sized):,} of {total:,} images are exactly the size of their "
+                f"{len(sized):,} of {total:,} {split} images are exactly the size of their "
                 "boxes: they look cropped to the boxes, so each such box is the whole image"
             )
             if whole < total:
@@ -162,7 +162,7 @@ def judge_boxes(images: Sequence[ImageBox]) -> JudgedBoxes:
                 "are not used (stored as unknown)"
             )
             _judge_mismatched(images, rows, judged, len(outside))
-            judged.findings.append(f"{split}: {finding}")
+            judged.findings.append(finding)
         else:
             for i in rows:
                 _judge_one(images[i], judged, i)

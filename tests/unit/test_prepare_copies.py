@@ -96,10 +96,10 @@ def test_a_resized_copy_is_recognised_and_its_boxes_are_unknown(tmp_path: Path) 
     assert not info.repaired  # no box is clipped into something wrong
     summary = result.summary()
     assert (
-        "train: 23 of 24 train boxes reach outside their images: these images look resized "
+        "23 of 24 train boxes reach outside their images: these images look resized "
         "or cropped from the originals, so their boxes are not used" in summary
     )
-    assert "test: 4 of 4 test boxes reach outside their images" in summary
+    assert "4 of 4 test boxes reach outside their images" in summary
     assert summary.count("look resized or cropped") == 2  # said once per split
     assert "boxes unknown for 28 images" in summary
     assert read_dataset_info(result.out).box_findings == info.box_findings
@@ -125,10 +125,10 @@ def test_a_box_cropped_copy_takes_each_box_as_the_whole_image(tmp_path: Path) ->
     assert (known.bbox_x2 == known.width).all() and (known.bbox_y2 == known.height).all()
     summary = result.summary()
     assert (
-        "train: 23 of 24 images are exactly the size of their boxes: they look cropped to "
+        "23 of 24 train images are exactly the size of their boxes: they look cropped to "
         "the boxes, so each such box is the whole image; the other 1 boxes are unknown"
     ) in summary
-    assert "test: 4 of 4 images are exactly the size of their boxes" in summary
+    assert "4 of 4 test images are exactly the size of their boxes" in summary
 
 
 def test_a_few_bad_boxes_in_an_original_copy_are_unknown_one_by_one(tmp_path: Path) -> None:
