@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,8 @@ def summarize_best_trials(results: ray.tune.ResultGrid) -> str:
         if METRIC not in frame:
             continue
         value = float(frame[METRIC].max() if MODE == "max" else frame[METRIC].min())
+        if math.isnan(value):  # an empty val split scores nothing
+            continue
         regime = trial_regime(result.config)
         line = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
@@ -77,7 +80,7 @@ def summarize_best_trials(results: ray.tune.ResultGrid) -> str:
         if regime not in best or value > best[regime][0]:
             best[regime] = (value, line)
     if not best:
-        return "no trial reported a result"
+        return f"no trial reported a {METRIC}"
     return "\n".join(
         f"  {regime:<9} best {METRIC} {value:.4f}  ({params})"
         for regime, (value, params) in sorted(best.items())
