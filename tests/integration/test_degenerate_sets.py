@@ -76,7 +76,7 @@ def test_a_failed_report_keeps_the_sweep_and_prints_the_command(no_test_sweep) -
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "the report step failed: NotADirectoryError" in errors[0]
+    assert len(errors) == 1 and "the report step failed: FileExistsError" in errors[0]
     sweep = root / "runs" / "no-test"
     assert f"The sweep's results are intact at {sweep}." in done.stderr
     command = done.stderr.strip().splitlines()[-1].strip()
