@@ -4,6 +4,8 @@
 ``cars_train/cars_train/``), ``devkit/cars_meta.mat``,
 ``devkit/cars_train_annos.mat``, ``devkit/cars_test_annos.mat`` and, when
 present, ``cars_test_annos_withlabels.mat`` (at the root or in ``devkit/``).
+A copy without its test part (no ``cars_test/`` and no
+``devkit/cars_test_annos.mat``) is read as having no test images.
 ``all_in_one``: ``cars_annos.mat`` and ``car_ims/``.
 
 Boxes come out in the project's convention (:data:`cars.data.boxes.BBOX_CONVENTION`):
@@ -26,15 +28,11 @@ COLUMNS = ("source_file", "split", "label", "class_name", *BBOX_FIELDS)
 
 # What each layout needs, as shown to a user whose folder matches none.
 LAYOUTS: dict[str, tuple[str, ...]] = {
-    "devkit": (
-        "cars_train/",
-        "cars_test/",
-        "devkit/cars_meta.mat",
-        "devkit/cars_train_annos.mat",
-        "devkit/cars_test_annos.mat",
-    ),
+    "devkit": ("cars_train/", "devkit/cars_meta.mat", "devkit/cars_train_annos.mat"),
     "all_in_one": ("cars_annos.mat", "car_ims/"),
 }
+# The devkit's test part, listed with the layout but optional: without it there is no test split.
+DEVKIT_TEST_PART = ("cars_test/", "devkit/cars_test_annos.mat")
 TEST_LABELS_FILE = "cars_test_annos_withlabels.mat"
 
 
@@ -66,8 +64,9 @@ def detect_layout(root: str | Path) -> str:
     for name, lacks in missing.items():
         if not lacks:
             return name
+    optional = {"devkit": f", and for a test split {', '.join(DEVKIT_TEST_PART)}"}
     expected = "; ".join(
-        f"{name}: {', '.join(LAYOUTS[name])} (missing {', '.join(lacks)})"
+        f"{name}: {', '.join(LAYOUTS[name])}{optional.get(name, '')} (missing {', '.join(lacks)})"
         for name, lacks in missing.items()
     )
     raise DataError(
@@ -132,6 +131,8 @@ def _read_devkit(root: Path, class_names: Sequence[str]) -> list[dict]:
 
     test_file = root / "devkit" / "cars_test_annos.mat"
     test_dir = _image_folder(root, "cars_test")
+    if not test_file.is_file():
+        return rows  # a copy of the training part only: no test split
     records = read_struct_records(test_file, "annotations", [*BBOX_FIELDS, "fname"], ["class"])
     known: dict[str, int] = {}
     labels_file = _test_labels_file(root)

@@ -31,14 +31,16 @@ def _sweep(data: Path, name: str, root: Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def no_test_set(synthetic_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny set as a user with only ``cars_train/`` has it: every test image missing."""
+    """The tiny set as a user with only ``cars_train/`` and its annotations has it."""
     source = tmp_path_factory.mktemp("only-train") / "cars"
     shutil.copytree(synthetic_source, source)
-    for image in (source / "cars_test").glob("*.jpg"):
-        image.unlink()
+    shutil.rmtree(source / "cars_test")
+    for test_part in source.rglob("cars_test_annos*.mat"):
+        test_part.unlink()
     out = source.parent / "prepared"
     result = prepare_dataset(source, out, val_fraction=0.25, progress=False)
-    assert result.info.counts["test"] == 0 and result.info.skipped == {"missing_image": 16}
+    assert result.info.counts == {"train": 36, "val": 12, "test": 0}
+    assert not result.info.skipped
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +103,18 @@ def test_a_folder_of_no_layout_lists_the_layouts_and_their_files(tmp_path: Path)
     message = str(raised.value)
     for expected in ("devkit", "devkit/cars_meta.mat", "cars_test/", "all_in_one", "car_ims/"):
         assert expected in message
-    assert "missing cars_test/" in message
+    assert "missing devkit/cars_meta.mat" in message
+    assert "missing cars_test/" not in message  # the test part is optional
+
+
+def test_a_devkit_copy_without_its_test_part_has_no_test_rows(tmp_path: Path) -> None:
+    train = [record(f"{i:05d}.jpg", (2, 2, 40, 30), 1 + i % 2) for i in range(1, 5)]
+    root = write_devkit(tmp_path / "cars", ["A", "B"], train, train[:1], test_labels=None)
+    shutil.rmtree(root / "cars_test")
+    (root / "devkit" / "cars_test_annos.mat").unlink()
+    assert detect_layout(root) == "devkit"
+    frame = read_annotations(root)
+    assert frame["split"].tolist() == ["train"] * 4
 
 
 def test_a_missing_field_names_the_file_and_the_field(tmp_path: Path) -> None:
