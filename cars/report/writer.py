@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cars.checkpoint import load_checkpoint, save_best_weights
-from cars.config import TrainConfig
+from cars.config import METRIC, TrainConfig
 from cars.data import read_dataset_info
 from cars.data.staging import staged_folder
 from cars.figures import plot_learning_curves
@@ -162,10 +162,12 @@ def write_report(
     with staged_folder(target, replace=True) as stage:
         write_parquet(results.trials, stage / "trials.parquet")
         write_parquet(results.epochs, stage / "epochs.parquet")
-        if len(results.epochs):
+        if len(results.epochs) and results.epochs[METRIC].notna().any():
             plot_learning_curves(
                 _curve_labels(results), stage / "curves.png", title=f"Sweep {results.name}"
             )
+        elif len(results.epochs):
+            notes.append(f"no trial reported a {METRIC}: no learning curves")
         else:
             notes.append("no trial reported an epoch: no learning curves")
         gradcam: pd.DataFrame | None = None

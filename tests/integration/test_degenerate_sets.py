@@ -108,3 +108,5 @@ def test_a_sweep_without_val_images_completes_and_says_what_it_lacks(
     assert "the val split is empty" in summary
     assert "no best trial could be chosen" in summary
     assert "No trial has a checkpoint yet" not in summary
+    assert "no trial reported a val_acc: no learning curves" in summary
+    assert not (report / "curves.png").exists()
