@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +66,8 @@ def s3_bucket() -> Iterator[str]:
     import pyarrow.fs
     from moto.server import ThreadedMotoServer
 
+    # The server logs every request at INFO, thousands per sweep.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -74,7 +74,9 @@ def cluster() -> Iterator[Callable[[], None]]:
 def _files(uri: str, recursive: bool = True) -> dict[str, int]:
     """Every file under ``uri`` with its modification time (ns)."""
     filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
-    infos = filesystem.get_file_info(pyarrow.fs.FileSelector(path, recursive=recursive))
+    infos = filesystem.get_file_info(
+        pyarrow.fs.FileSelector(path, allow_not_found=True, recursive=recursive)
+    )
     return {
         info.path[len(path) + 1 :]: info.mtime_ns
         for info in infos
