@@ -10,6 +10,7 @@ fresh one resumes the sweep from S3 alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -36,6 +37,7 @@ from cars.train import TRAIN_SNAPSHOT_FILE
 pytestmark = pytest.mark.slow
 
 EPOCHS = 4
+WAIT_S = 400
 SOURCE_CLASSES = [f"source-{i}" for i in range(4)]
 
 
@@ -111,13 +113,16 @@ def _latest_epoch(run: str) -> int:
     return int(latest.get("metrics", {}).get("epoch", 0))
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Seconds until ``condition`` held."""
-    started = deadline = time.monotonic()
-    deadline += timeout
+def _wait_for(
+    condition: Callable[[], bool], job: subprocess.Popen[bytes], log: Path, what: str
+) -> float:
+    """Seconds until ``condition`` held, while ``job`` runs."""
+    started = time.monotonic()
     while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+        if job.poll() is not None:
+            raise AssertionError(f"the job ended before {what}:\n{log.read_text()[-4000:]}")
+        if time.monotonic() - started > WAIT_S:
+            raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
         time.sleep(0.5)
     return time.monotonic() - started
 
@@ -135,7 +140,8 @@ def _start_job(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def _kill(job: subprocess.Popen[bytes]) -> None:
-    os.killpg(job.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # it may have ended with its cluster
+        os.killpg(job.pid, signal.SIGKILL)
     job.wait()
 
 
@@ -165,6 +171,7 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_lost_cluster(
     sweep = join_path(storage, "on-s3")
     weights = join_path(s3_bucket, "weights", "source")
     timings: dict[str, float] = {}
+    logs = [tmp_path / f"{run}.log" for run in ("first", "second", "third")]
 
     prepared = run_job(
         "prepare",
@@ -203,9 +210,9 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_lost_cluster(
         return check
 
     started = time.monotonic()
-    first = _start_job(args, tmp_path / "first.log")
+    first = _start_job(args, logs[0])
     try:
-        _wait_for(other_trial_recorded(1), 400, "the second trial's first epoch on S3")
+        _wait_for(other_trial_recorded(1), first, logs[0], "the second trial's first epoch")
     finally:
         _kill(first)
     timings["first run"] = time.monotonic() - started
@@ -224,16 +231,16 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_lost_cluster(
     # interrupted trial has recorded another epoch.
     resume = ["--resume", "--name", "on-s3", "--storage", storage]
     started = time.monotonic()
-    second = _start_job([*resume, "--no-report"], tmp_path / "second.log")
+    second = _start_job([*resume, "--no-report"], logs[1])
     try:
         timings["resume to its next epoch after the driver kill"] = _wait_for(
-            other_trial_recorded(killed_at + 1), 400, "the resumed trial's next epoch on S3"
+            other_trial_recorded(killed_at + 1), second, logs[1], "the resumed trial's next epoch"
         )
     finally:
         _stop_cluster()
         _kill(second)
     timings["second run"] = time.monotonic() - started
-    second_log = (tmp_path / "second.log").read_text()
+    second_log = logs[1].read_text()
     assert f"Resuming the sweep in {sweep}" in second_log, second_log[-3000:]
     lost_at = _latest_epoch(interrupted_run)
     assert killed_at < lost_at < EPOCHS, f"the cluster was lost after epoch {lost_at}"
@@ -242,12 +249,12 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_lost_cluster(
     # A fresh cluster resumes from S3 alone.
     cluster()
     started = time.monotonic()
-    third = _start_job([*resume, "--no-report"], tmp_path / "third.log")
+    third = _start_job([*resume, "--no-report"], logs[2])
     try:
         timings["resume to its next epoch after the cluster loss"] = _wait_for(
-            other_trial_recorded(lost_at + 1), 400, "the trial's next epoch on a fresh cluster"
+            other_trial_recorded(lost_at + 1), third, logs[2], "the next epoch on a fresh cluster"
         )
-        assert third.wait(timeout=400) == 0, (tmp_path / "third.log").read_text()[-4000:]
+        assert third.wait(timeout=WAIT_S) == 0, logs[2].read_text()[-4000:]
     finally:
         if third.poll() is None:
             _kill(third)
