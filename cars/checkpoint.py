@@ -23,6 +23,7 @@ from timm.utils import unwrap_model
 from torch import nn
 
 from cars.paths import resolve_path
+from cars.storage import join_path, local_copy
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_WEIGHTS_FILE = "model.safetensors"
@@ -33,13 +34,17 @@ class WeightsError(RuntimeError):
     """Weights that cannot be found, read or loaded, with what was expected instead."""
 
 
-def torch_load(path: Path) -> Any:
-    """Read a ``torch.save`` file with ``weights_only=True``, on the CPU."""
+def torch_load(path: Path, shown: str | None = None) -> Any:
+    """Read a ``torch.save`` file with ``weights_only=True``, on the CPU.
+
+    Args:
+        shown: where the file came from, for errors (a URI it was downloaded from).
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise WeightsError(
-            f"cannot read {path}: {err}. Only files of tensors and plain containers load "
+            f"cannot read {shown or path}: {err}. Only files of tensors and plain containers load "
             "(torch.load weights_only=True): a checkpoint is data, never code."
         ) from err
 
@@ -75,18 +80,22 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a project checkpoint (its folder or its ``checkpoint.pt``), ``weights_only=True``."""
-    file = Path(resolve_path(path))
-    if file.is_dir():
-        file = file / CHECKPOINT_FILE
-    if not file.is_file():
-        raise WeightsError(
-            f"no project checkpoint at {file}: expected a folder holding {CHECKPOINT_FILE} "
-            "(as written by save_checkpoint), or that file"
-        )
-    content = torch_load(file)
+    """Read a project checkpoint (its folder or its ``checkpoint.pt``), ``weights_only=True``.
+
+    ``path`` is a local path or a URI (``s3://...``), downloaded first.
+    """
+    location = resolve_path(path)
+    with local_copy(location) as local:
+        file = local / CHECKPOINT_FILE if local.is_dir() else local
+        shown = join_path(location, CHECKPOINT_FILE) if local.is_dir() else location
+        if not file.is_file():
+            raise WeightsError(
+                f"no project checkpoint at {shown}: expected a folder holding {CHECKPOINT_FILE} "
+                "(as written by save_checkpoint), or that file"
+            )
+        content = torch_load(file, shown=shown)
     if not isinstance(content, dict) or not {"model", "epoch"} <= set(content):
-        raise WeightsError(f"{file} is not a project checkpoint (no 'model' and 'epoch' entries)")
+        raise WeightsError(f"{shown} is not a project checkpoint (no 'model' and 'epoch' entries)")
     return content
 
 

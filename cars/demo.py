@@ -23,7 +23,7 @@ from cars.paths import PROJECT_ROOT
 from cars.resources import plan_trial_resources
 from cars.storage import join_path
 from cars.sweep_config import DEMO_SOURCE_WEIGHTS, DemoSpec, SweepConfig
-from cars.train import read_train_result, run_training
+from cars.train import checkpoint_location, read_train_result, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def _best_checkpoint_path(result: ray.train.Result) -> str:
     checkpoint = result.get_best_checkpoint(METRIC, MODE) or result.checkpoint
     if checkpoint is None:
         raise RuntimeError(f"the source model's run at {result.path} left no checkpoint")
-    return checkpoint.path
+    return checkpoint_location(checkpoint)
 
 
 def prepare_demo(sweep: SweepConfig) -> DemoInputs:

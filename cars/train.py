@@ -15,7 +15,7 @@ import ray.train
 import ray.train.torch
 
 from cars.config import METRIC, MODE, TrainConfig
-from cars.storage import exists, join_path
+from cars.storage import exists, join_path, location_of
 
 # Ray Train writes this file into a run's folder at the run's first report.
 TRAIN_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
@@ -99,3 +99,11 @@ def read_train_result(path: str) -> ray.train.Result | None:
     if not exists(join_path(path, TRAIN_SNAPSHOT_FILE)):
         return None
     return ray.train.Result.from_path(path)
+
+
+def checkpoint_location(checkpoint: ray.train.Checkpoint) -> str:
+    """Where a Ray checkpoint lives, as the project's readers take it: a local path or a URI.
+
+    ``Checkpoint.path`` alone has no scheme (``bucket/key`` on S3).
+    """
+    return location_of(checkpoint.filesystem, checkpoint.path)

@@ -3,7 +3,8 @@
 Sources: ``imagenet`` (timm's own pretrained download), a ``.pth`` / ``.pt`` /
 ``.safetensors`` file of a timm ``legacy_xception`` state dict, a project
 checkpoint (a folder holding ``checkpoint.pt``, or that file) or a report's
-``best/`` folder (``model.safetensors`` + ``config.json``).
+``best/`` folder (``model.safetensors`` + ``config.json``); each a local path or
+a URI (``s3://...``), which is downloaded through ``pyarrow.fs``.
 
 Every ``.pth`` / ``.pt`` file is read with ``torch.load(..., weights_only=True)``: a
 checkpoint is data, never code.
@@ -31,7 +32,8 @@ from cars.checkpoint import (
     WeightsError,
     torch_load,
 )
-from cars.paths import is_uri, resolve_path
+from cars.paths import resolve_path
+from cars.storage import join_path, local_copy
 
 ACCEPTED_FORMS = (
     "'imagenet' (timm's download), 'none', a .pth/.pt/.safetensors file holding a timm "
@@ -48,9 +50,9 @@ _logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class WeightsFile:
-    """A state dict read from disk, with the class names recorded beside it (if any)."""
+    """A state dict read from storage, with the class names recorded beside it (if any)."""
 
-    path: Path
+    path: str
     state_dict: dict[str, torch.Tensor]
     class_names: list[str] | None
 
@@ -58,7 +60,7 @@ class WeightsFile:
 def load_weights(
     model: nn.Module, source: str | Path, *, class_names: list[str] | None = None
 ) -> None:
-    """Load ``source`` (``imagenet`` or a local file / folder) into a timm ``legacy_xception``.
+    """Load ``source`` (``imagenet``, a local file or folder, or a URI) into an Xception.
 
     The backbone loads strictly; a head for a different class count (or for other
     ``class_names``) is left freshly initialised, and a warning says so.
@@ -112,31 +114,40 @@ def _download_failure(cfg: dict[str, Any], err: Exception) -> str:
 
 
 def read_weights(source: str | Path) -> WeightsFile:
-    """Read a state dict from any accepted local file or folder (see :data:`ACCEPTED_FORMS`)."""
-    if is_uri(source):
-        raise WeightsError(
-            f"weights {source!r} is a URI; copy it to a local path. Accepted: {ACCEPTED_FORMS}"
-        )
-    path = Path(resolve_path(source))
+    """Read a state dict from any accepted file or folder (see :data:`ACCEPTED_FORMS`).
+
+    ``source`` is a local path or a URI (``s3://...``), downloaded first.
+    """
+    location = resolve_path(source)
+    with local_copy(location) as local:
+        return _read_local_weights(local, location)
+
+
+def _read_local_weights(path: Path, location: str) -> WeightsFile:
+    """Read the weights at local ``path``, naming them by ``location`` (where they came from)."""
     if path.is_dir():
         if (path / CHECKPOINT_FILE).is_file():
-            path = path / CHECKPOINT_FILE
+            path, location = path / CHECKPOINT_FILE, join_path(location, CHECKPOINT_FILE)
         elif (path / BEST_WEIGHTS_FILE).is_file():
-            path = path / BEST_WEIGHTS_FILE
+            path, location = path / BEST_WEIGHTS_FILE, join_path(location, BEST_WEIGHTS_FILE)
         else:
             found = sorted(p.name for p in path.iterdir())[:_SHOWN_KEYS]
             raise WeightsError(
-                f"folder {path} holds neither {CHECKPOINT_FILE} nor {BEST_WEIGHTS_FILE} "
+                f"folder {location} holds neither {CHECKPOINT_FILE} nor {BEST_WEIGHTS_FILE} "
                 f"(found {found}). Accepted: {ACCEPTED_FORMS}"
             )
     elif not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist. Accepted: {ACCEPTED_FORMS}")
+        raise WeightsError(f"weights file {location} does not exist. Accepted: {ACCEPTED_FORMS}")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        return WeightsFile(path, _read_safetensors(path), _read_best_classes(path.parent))
+        return WeightsFile(
+            location, _read_safetensors(path, location), _read_best_classes(path.parent)
+        )
     if suffix not in _TORCH_SUFFIXES:
-        raise WeightsError(f"weights file {path} has an unknown suffix. Accepted: {ACCEPTED_FORMS}")
-    content = torch_load(path)
+        raise WeightsError(
+            f"weights file {location} has an unknown suffix. Accepted: {ACCEPTED_FORMS}"
+        )
+    content = torch_load(path, shown=location)
     class_names = None
     if isinstance(content, Mapping):
         if isinstance(content.get("class_names"), list):
@@ -149,17 +160,17 @@ def read_weights(source: str | Path) -> WeightsFile:
         isinstance(v, torch.Tensor) for v in content.values()
     ):
         raise WeightsError(
-            f"{path} holds no state dict (a mapping of names to tensors, possibly under "
+            f"{location} holds no state dict (a mapping of names to tensors, possibly under "
             f"'model' or 'state_dict'). Accepted: {ACCEPTED_FORMS}"
         )
-    return WeightsFile(path, dict(content), class_names)
+    return WeightsFile(location, dict(content), class_names)
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_safetensors(path: Path, location: str) -> dict[str, torch.Tensor]:
     try:
         return safetensors.torch.load_file(path, device="cpu")
     except Exception as err:
-        raise WeightsError(f"cannot read {path} as safetensors: {err}") from err
+        raise WeightsError(f"cannot read {location} as safetensors: {err}") from err
 
 
 def _read_best_classes(folder: Path) -> list[str] | None:

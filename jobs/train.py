@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from cars.cli import exit_on_user_error, parse_train_args
 from cars.config import METRIC, MODE
 from cars.study import run_train_job
+from cars.train import checkpoint_location
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,10 +23,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: the run failed: {result.error}", file=sys.stderr)
         return 1
     print(f"\nResult: {result.path}")
-    print(f"Last checkpoint: {result.checkpoint.path if result.checkpoint else 'none'}")
+    last = result.checkpoint
+    print(f"Last checkpoint: {checkpoint_location(last) if last else 'none'}")
     best = result.get_best_checkpoint(METRIC, MODE)
     if best is not None:
-        print(f"Best checkpoint ({METRIC}): {best.path}")
+        print(f"Best checkpoint ({METRIC}): {checkpoint_location(best)}")
     return 0
 
 

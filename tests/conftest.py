@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 # (train 36 = 9 per class, val 12 = 3 per class, test 16 = 4 per class).
 TINY_SET = {"num_classes": 4, "train_per_class": 12, "test_per_class": 4, "seed": 0}
 TINY_VAL_FRACTION = 0.25
+S3_BUCKET = "cars-test"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -50,3 +53,39 @@ def prepared_source_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
         out, **TINY_SET, task="source", val_fraction=TINY_VAL_FRACTION, progress=False
     )
     return out
+
+
+@pytest.fixture(scope="module")
+def s3_bucket() -> Iterator[str]:
+    """An empty bucket on moto's S3 server on 127.0.0.1, as ``s3://<bucket>``.
+
+    Clients find it the standard AWS way: the ``AWS_*`` variables below are set
+    for the module, so pyarrow here, the jobs run as subprocesses and the Ray
+    they start all reach the same server.
+    """
+    import pyarrow.fs
+    from moto.server import ThreadedMotoServer
+
+    # The server logs every request at INFO, thousands per sweep.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            for name, value in {
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+                "AWS_EC2_METADATA_DISABLED": "true",
+            }.items():
+                env.setenv(name, value)
+            # FileSystem.from_uri reads AWS_ENDPOINT_URL; the S3FileSystem constructor does not.
+            filesystem, bucket = pyarrow.fs.FileSystem.from_uri(
+                f"s3://{S3_BUCKET}?allow_bucket_creation=true"
+            )
+            filesystem.create_dir(bucket)
+            yield f"s3://{S3_BUCKET}"
+    finally:
+        server.stop()

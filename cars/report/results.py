@@ -19,7 +19,7 @@ from cars.history import read_history
 from cars.storage import join_path
 from cars.sweep import read_sweep_config, train_run_name
 from cars.sweep_config import SweepConfig
-from cars.train import read_train_result
+from cars.train import checkpoint_location, read_train_result
 
 # Per-epoch metrics the trainer reports, in the order the learning-curve table keeps.
 EPOCH_COLUMNS = (
@@ -74,16 +74,20 @@ def read_train_run(train_path: str) -> TrainRunState:
     result = read_train_result(train_path)
     if result is None:
         return TrainRunState(None, {}, [])
-    history = read_history(result.checkpoint.path) if result.checkpoint else []
+    history = read_history(checkpoint_location(result.checkpoint)) if result.checkpoint else []
     scored = [(c, m) for c, m in result.best_checkpoints if is_number(m.get(METRIC))]
     if not scored:
         # Without a validation score (an empty val split) there is no best checkpoint,
         # only the last one.
         last = result.checkpoint
-        return TrainRunState(last.path if last else None, history[-1] if history else {}, history)
+        return TrainRunState(
+            checkpoint_location(last) if last else None,
+            history[-1] if history else {},
+            history,
+        )
     sign = 1 if MODE == "max" else -1
     checkpoint, metrics = max(scored, key=lambda cm: (sign * cm[1][METRIC], -cm[1]["val_loss"]))
-    return TrainRunState(checkpoint.path, metrics, history)
+    return TrainRunState(checkpoint_location(checkpoint), metrics, history)
 
 
 def _epochs_of(frame: pd.DataFrame | None, history: list[dict[str, Any]]) -> pd.DataFrame:

@@ -1,5 +1,6 @@
-"""Small files on local disk and on URIs (``file://`` here, through pyarrow, as ``s3://`` goes):
-paths join as each kind expects, text survives a round trip, and writes are atomic.
+"""Small files on local disk and on URIs (``file://``, and ``s3://`` on moto's S3 server):
+paths join as each kind expects, text survives a round trip, writes are atomic, and
+anything on a URI can be read through a local copy.
 """
 
 from __future__ import annotations
@@ -7,9 +8,18 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pyarrow.fs
 import pytest
 
-from cars.storage import exists, join_path, read_text, write_bytes_atomic, write_text
+from cars.storage import (
+    exists,
+    join_path,
+    local_copy,
+    location_of,
+    read_text,
+    write_bytes_atomic,
+    write_text,
+)
 
 TEXT = "class names: Citroën C4, Škoda Octavia\nsecond line\n"
 
@@ -98,3 +108,44 @@ def test_atomic_write_gives_the_file_the_usual_permissions(tmp_path: Path) -> No
     atomic = tmp_path / "atomic.txt"
     write_text(str(atomic), "x")
     assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
+def test_text_round_trip_on_s3(s3_bucket: str) -> None:
+    path = join_path(s3_bucket, "runs", "sweep", "sweep.json")
+    assert not exists(path)
+    write_text(path, TEXT)
+    assert exists(path)
+    assert exists(join_path(s3_bucket, "runs", "sweep"))
+    assert read_text(path) == TEXT
+    write_text(path, "short")
+    assert read_text(path) == "short"
+
+
+def test_local_copy_of_an_s3_folder_file_and_missing_key(s3_bucket: str) -> None:
+    folder = join_path(s3_bucket, "copy", "epoch-0001")
+    write_text(join_path(folder, "history.json"), "[]")
+    write_text(join_path(folder, "checkpoint.pt"), TEXT)
+    with local_copy(folder) as local:
+        assert local.is_dir()
+        assert sorted(p.name for p in local.iterdir()) == ["checkpoint.pt", "history.json"]
+        assert (local / "checkpoint.pt").read_text() == TEXT
+    assert not local.exists()  # the download is removed afterwards
+    with local_copy(join_path(folder, "history.json")) as local:
+        assert local.read_text() == "[]"
+    with local_copy(join_path(s3_bucket, "copy", "missing")) as local:
+        assert not local.exists()
+
+
+def test_local_copy_of_a_local_path_is_the_path_itself(tmp_path: Path) -> None:
+    with local_copy(str(tmp_path)) as local:
+        assert local == tmp_path
+
+
+def test_location_of_gives_back_the_scheme_ray_checkpoint_paths_lack(s3_bucket: str) -> None:
+    uri = join_path(s3_bucket, "runs", "train-1", "epoch-0002")
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+    assert not path.startswith("s3:")  # as Ray's Checkpoint.path has it
+    assert location_of(filesystem, path) == uri
+    assert location_of(pyarrow.fs.LocalFileSystem(), "/srv/runs/x") == "/srv/runs/x"
+    with pytest.raises(ValueError, match="storage must be a local folder"):
+        location_of(pyarrow.fs._MockFileSystem(), "bucket/key")

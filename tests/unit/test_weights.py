@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs
 import pytest
 import safetensors.torch
 import timm
@@ -26,6 +27,7 @@ from cars.checkpoint import (
 from cars.config import TrainConfig
 from cars.model import build_model
 from cars.optim import create_optimizer, create_scheduler
+from cars.storage import join_path
 from cars.weights import read_weights
 
 SOURCE_CLASSES = [f"source-{i}" for i in range(5)]
@@ -144,6 +146,27 @@ def test_project_checkpoint_loads_as_weights(
     model = build_model("finetune", 5, 3, weights=checkpoint if as_file else checkpoint.parent)
     _assert_same_backbone(model, source)
     _assert_same_head(model, source)
+
+
+def test_checkpoint_and_best_folder_load_from_s3(
+    checkpoint: Path, source: nn.Module, s3_bucket: str, tmp_path: Path
+) -> None:
+    run = join_path(s3_bucket, "runs", "train-1")
+    pyarrow.fs.copy_files(str(checkpoint.parent), join_path(run, "epoch-0001"))
+    best = save_best_weights(tmp_path / "best", source, {}, SOURCE_CLASSES)
+    pyarrow.fs.copy_files(str(best), join_path(run, "best"))
+    assert load_checkpoint(join_path(run, "epoch-0001"))["class_names"] == SOURCE_CLASSES
+    for where in ("epoch-0001", "epoch-0001/checkpoint.pt", "best"):
+        weights = read_weights(join_path(run, where))
+        assert weights.path.startswith(f"{run}/{where}")
+        assert weights.class_names == SOURCE_CLASSES
+        model = build_model("finetune", 5, 3, weights=join_path(run, where))
+        _assert_same_backbone(model, source)
+        _assert_same_head(model, source)
+    with pytest.raises(WeightsError, match=f"no project checkpoint at {run}/epoch-0009"):
+        load_checkpoint(join_path(run, "epoch-0009"))
+    with pytest.raises(WeightsError, match=f"weights file {run}/nowhere.pth does not exist"):
+        read_weights(join_path(run, "nowhere.pth"))
 
 
 def test_checkpoint_of_other_classes_gets_a_fresh_head(
