@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from cars.config import METRIC
@@ -123,7 +124,7 @@ def _ratio_interval(values: pd.Series) -> str:
         return "n/a"
     if not is_number(interval.low):
         return f"{interval.value:.2f}"
-    return f"{interval.value:.2f} [{interval.low:.2f}-{interval.high:.2f}]"
+    return f"{interval.value:.2f} [{max(interval.low, 0.0):.2f}-{interval.high:.2f}]"
 
 
 def _gradcam_lines(gradcam: pd.DataFrame) -> list[str]:
@@ -137,7 +138,8 @@ def _gradcam_lines(gradcam: pd.DataFrame) -> list[str]:
         f"maximal region inside the box, {tolerance:.1f} px tolerance), against always "
         "pointing at the image centre. Means over the same test images for every model, "
         f"with {level} intervals in brackets: Student's t for the means of the energy share "
-        "and the ratio, Wilson's score interval for the share of pointing hits.",
+        "and the ratio (cut to the measure's range: a share within 0-100 %, a ratio above 0), "
+        "Wilson's score interval for the share of pointing hits.",
         "",
         "| model | regime | images | energy in box | box area share | ratio | pointing hits "
         "| centre baseline | correct |",
@@ -146,9 +148,10 @@ def _gradcam_lines(gradcam: pd.DataFrame) -> list[str]:
     for (model, regime), group in gradcam.groupby(["model", "regime"], sort=False):
         energy = mean_interval(group["energy_inside"].astype(float).to_numpy())
         pointing = proportion_interval(group["pointing_hit"].to_numpy(dtype=bool))
+        energy_range = np.clip([energy.low, energy.high], 0.0, 1.0)
         lines.append(
             f"| {model} | {regime} | {len(group)} "
-            f"| {_pct_interval(energy.value, energy.low, energy.high)} "
+            f"| {_pct_interval(energy.value, *energy_range)} "
             f"| {_pct(group['box_area_share'].mean())} | {_ratio_interval(group['energy_ratio'])} "
             f"| {_pct_interval(pointing.value, pointing.low, pointing.high)} "
             f"| {_pct(group['center_hit'].astype(float).mean())} "
@@ -165,6 +168,8 @@ def _comparison_lines(inputs: SummaryInputs, has_test: bool) -> list[str]:
         return [
             "The test split's labels are unknown: the regimes' test outcomes cannot be compared."
         ]
+    if "test_images" in regimes and not regimes["test_images"].fillna(0).any():
+        return ["The test split has no labelled image: no test outcomes to compare."]
     if len(regimes) == 1:
         return [f"Only one regime ({regimes['regime'].iloc[0]}) was scored: nothing to compare."]
     level = f"{100 * CONFIDENCE:.0f} %"
