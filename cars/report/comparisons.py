@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cars.report.stats import (
+from cars.stats import (
     CONFIDENCE,
     Interval,
     format_p_value,

@@ -12,7 +12,7 @@ import math
 import pandas as pd
 
 from cars.report.results import SweepResults, is_number, read_sweep_results
-from cars.report.stats import seed_spread
+from cars.stats import seed_spread
 from cars.storage import exists, join_path
 from cars.sweep import SWEEP_CONFIG_FILE, confirm_path
 

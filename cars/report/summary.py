@@ -13,7 +13,7 @@ from cars.data import DatasetInfo
 from cars.report.comparisons import render_comparisons
 from cars.report.repeats import render_repeats
 from cars.report.results import SweepResults, is_number
-from cars.report.stats import (
+from cars.stats import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
     CONFIDENCE,

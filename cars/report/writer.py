@@ -37,8 +37,8 @@ from cars.report.scoring import (
     load_trial_model,
     score_checkpoints,
 )
-from cars.report.stats import wilson_interval
 from cars.report.summary import REFERENCE, SummaryInputs, render_summary
+from cars.stats import wilson_interval
 from cars.storage import write_bytes_atomic
 
 

@@ -22,8 +22,8 @@ from cars.report.comparisons import (
 )
 from cars.report.repeats import match_repeats, render_repeats, summarise_repeats
 from cars.report.results import select_regime_bests
-from cars.report.stats import paired_bootstrap_interval, wilson_interval
 from cars.report.summary import SummaryInputs, render_summary
+from cars.stats import paired_bootstrap_interval, wilson_interval
 from cars.sweep_config import create_sweep_config
 
 

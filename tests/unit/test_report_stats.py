@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from cars.report.stats import (
+from cars.stats import (
     format_p_value,
     mcnemar_exact,
     mean_interval,
