@@ -221,10 +221,8 @@ def describe_comparison(row: pd.Series) -> str:
     ).replace("95 %", level)
     difference = f"{scale * row['difference']:.{digits}f}{unit}"
     if row["ci_low"] <= 0 <= row["ci_high"]:
-        return (
-            f"{a} vs {b} ({what}): no detectable difference ({a} ahead by {difference}, "
-            f"{evidence})."
-        )
+        gap = f"{a} ahead by {difference}" if row["difference"] else f"the same {what}"
+        return f"{a} vs {b} ({what}): no detectable difference ({gap}, {evidence})."
     verb = "beats" if row["measure"] == "test_acc" else "has a higher ratio than"
     return f"{a} {verb} {b} by {difference}, {evidence}."
 

@@ -124,7 +124,7 @@ def test_summary_states_each_claim_with_its_uncertainty(report: Path) -> None:
     accuracy = comparisons[comparisons["measure"] == "test_acc"].iloc[0]
     assert re.search(
         r"(beats \w+ by \d+\.\d points|no detectable difference).*95 % CI .*McNemar p .* on "
-        r"16 images\.",
+        r"16 images\)?\.$",
         describe_comparison(accuracy),
     )
     assert "Wilson" in summary and "paired bootstrap" in summary

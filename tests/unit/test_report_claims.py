@@ -113,7 +113,9 @@ def test_comparisons_of_all_correct_models_find_no_difference() -> None:
     outcomes = {"frozen-f1": correct, "finetune-t1": correct}
     row = compare_accuracies(_predictions(outcomes, labels), list(outcomes)).iloc[0]
     assert (row["difference"], row["ci_low"], row["ci_high"], row["p_value"]) == (0, 0, 0, 1)
-    assert "no detectable difference" in describe_comparison(row)
+    sentence = describe_comparison(row)
+    assert "no detectable difference (the same test accuracy, 95 % CI 0.0-0.0," in sentence
+    assert sentence.endswith("McNemar p = 1.00 on 10 images).")
 
 
 def test_comparisons_without_a_labelled_test_image_are_null() -> None:
