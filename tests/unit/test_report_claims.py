@@ -319,3 +319,14 @@ def test_summary_says_whether_seeds_were_repeated() -> None:
     assert "| finetune | 2 | 87.5% | 80.0 ± 5.0% | 90.0% | 78.0 ± 2.0% |" in _section(
         done, "Repeated seeds"
     )
+
+
+def test_summary_of_an_empty_test_split_says_why_nothing_is_compared() -> None:
+    inputs = _scored_inputs()
+    regimes = inputs.regimes.assign(
+        test_acc=np.nan, test_acc_low=np.nan, test_acc_high=np.nan, test_images=0
+    )
+    text = render_summary(_scored_inputs(regimes=regimes))
+    section = _section(text, "Paired comparisons between regimes")
+    assert "The test split has no labelled image: no test outcomes to compare." in section
+    assert "| n/a |" in _section(text, "Each regime's best trial")
