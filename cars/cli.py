@@ -274,6 +274,13 @@ def create_sweep_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-failures", type=int)
     run.add_argument("--seed", type=int)
     run.add_argument("--gradcam-images", type=int)
+    run.add_argument(
+        "--confirm",
+        type=int,
+        metavar="K",
+        help="retrain each regime's best configuration with K fresh seeds after the sweep "
+        "(0: off; default: the preset's, 3 in full, 0 in demo and smoke)",
+    )
     _add_resource_options(parser)
     _add_debug_option(parser)
     return parser
@@ -318,6 +325,7 @@ def parse_sweep_args(argv: Sequence[str] | None = None) -> SweepJob:
         max_failures=args.max_failures,
         seed=args.seed,
         gradcam_images=args.gradcam_images,
+        confirm=args.confirm,
         num_workers=args.num_workers,
         use_gpu=args.use_gpu,
         cpus_per_worker=args.cpus_per_worker,

@@ -11,6 +11,7 @@ import ray.tune
 
 from cars.cli import ReportError, SweepJob, TrainJob
 from cars.config import METRIC, MODE
+from cars.confirm import run_confirm
 from cars.data import read_dataset_info
 from cars.demo import prepare_demo
 from cars.model import check_weights
@@ -115,6 +116,12 @@ def run_study(job: SweepJob) -> StudyOutcome:
         outcome = run_sweep(sweep)
     summary = summarize_best_trials(outcome.results)
     print(f"\nBest trial of each regime (validation):\n{summary}")
+    confirmation = run_confirm(outcome.path)
+    if confirmation is not None:
+        print(
+            f"\nConfirmation: each regime's best configuration trained {len(confirmation)} "
+            f"times in all, with fresh seeds ({confirmation.experiment_path})"
+        )
     report_path = _write_report(outcome, job) if job.report else None
     return StudyOutcome(sweep_path=outcome.path, report_path=report_path, summary=summary)
 

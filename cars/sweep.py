@@ -31,11 +31,18 @@ from cars.train import create_trainer
 logger = logging.getLogger(__name__)
 
 SWEEP_CONFIG_FILE = "sweep.json"
+# The confirmation stage's Tune experiment, inside the sweep's folder (cars.confirm).
+CONFIRM_DIR = "confirm"
 
 
 def train_run_name(trial_id: str) -> str:
     """The Train run of a trial: deterministic, so that a restored trial resumes it."""
     return f"train-{trial_id}"
+
+
+def confirm_path(sweep_path: str) -> str:
+    """Where a sweep's confirmation experiment and its Train runs live."""
+    return join_path(sweep_path, CONFIRM_DIR)
 
 
 @dataclass(frozen=True)

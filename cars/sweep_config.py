@@ -41,6 +41,8 @@ class SweepConfig:
     ``num_samples`` trials are drawn for each regime in ``regimes``. Learning
     rates are log-uniform in each regime's ``lr_ranges`` entry; ``finetune``
     draws its depth from ``finetune_blocks``; every trial draws an ``augment``.
+    ``confirm`` fresh seeds retrain each regime's best configuration after the
+    sweep (0: no confirmation stage).
     """
 
     name: str
@@ -74,6 +76,7 @@ class SweepConfig:
     max_failures: int = 2
     seed: int = 0
     gradcam_images: int = 8
+    confirm: int = 0
     demo: DemoSpec | None = None
 
     def __post_init__(self) -> None:
@@ -121,6 +124,8 @@ class SweepConfig:
             raise ConfigError(f"grace_period={self.grace_period} is not valid: at least 1")
         if self.reduction_factor <= 1:
             raise ConfigError(f"reduction_factor={self.reduction_factor} is not valid: above 1")
+        if self.confirm < 0:
+            raise ConfigError(f"confirm={self.confirm} is not valid: 0 (off) or more seeds")
         if self.gradcam_images < 1:
             raise ConfigError(f"gradcam_images={self.gradcam_images} is not valid: at least 1")
         if self.data is None and self.demo is None:
@@ -211,6 +216,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "grace_period": 1,
         "max_failures": 1,
         "gradcam_images": 4,
+        "confirm": 0,
         "weights": DEMO_SOURCE_WEIGHTS,
         "demo": DemoSpec(
             num_classes=4,
@@ -236,6 +242,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "grace_period": 1,
         "max_failures": 1,
         "gradcam_images": 8,
+        "confirm": 0,
         "weights": DEMO_SOURCE_WEIGHTS,
         "demo": DemoSpec(
             num_classes=8,
@@ -263,6 +270,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "grace_period": 5,
         "max_failures": 3,
         "gradcam_images": 8,
+        "confirm": 3,
         "demo": None,
     },
 }

@@ -13,6 +13,7 @@ from matplotlib.ticker import PercentFormatter
 
 from cars.config import REGIMES
 from cars.figures.style import add_title, regime_color, save_figure, shorten_name
+from cars.stats import mean_interval, proportion_interval
 
 # cars.gradcam.POINTING_TOLERANCE, repeated so that drawing needs no torch import.
 POINTING_TOLERANCE = 15
@@ -20,22 +21,26 @@ REQUIRED_COLUMNS = ("model", "regime", "energy_inside", "box_area_share", "point
 
 
 def _summarise(measures: pd.DataFrame) -> pd.DataFrame:
-    """Per model: means, standard errors and counts, in first-seen model order."""
+    """Per model: means with 95 % intervals, and counts, in first-seen model order.
+
+    The energy share's interval is Student's t, the pointing hits' Wilson's, as in
+    ``summary.md``.
+    """
     rows = []
     for model, group in measures.groupby("model", sort=False):
-        energy = group["energy_inside"].astype(float).dropna()
-        hits = group["pointing_hit"].astype(float)
+        energy = mean_interval(group["energy_inside"].astype(float).to_numpy())
+        hits = proportion_interval(group["pointing_hit"].to_numpy(dtype=bool))
         rows.append(
             {
                 "model": model,
                 "regime": group["regime"].iloc[0],
-                "energy": energy.mean(),
-                "energy_se": energy.std(ddof=1) / np.sqrt(len(energy)) if len(energy) > 1 else 0,
-                "energy_n": len(energy),
-                "skipped": len(group) - len(energy),
+                "energy": energy.value,
+                "energy_error": _error(energy.value, energy.low, energy.high),
+                "energy_n": energy.n,
+                "skipped": len(group) - energy.n,
                 "uniform": group["box_area_share"].mean(),
-                "pointing": hits.mean(),
-                "pointing_se": np.sqrt(hits.mean() * (1 - hits.mean()) / len(hits)),
+                "pointing": hits.value,
+                "pointing_error": _error(hits.value, hits.low, hits.high),
                 "center": group["center_hit"].astype(float).mean()
                 if "center_hit" in group.columns
                 else np.nan,
@@ -45,13 +50,19 @@ def _summarise(measures: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _error(value: float, low: float, high: float) -> tuple[float, float]:
+    """Error-bar lengths below and above ``value``, cut to a share's range; 0 where unknown."""
+    below, above = value - max(low, 0.0), min(high, 1.0) - value
+    return (0.0 if np.isnan(below) else below, 0.0 if np.isnan(above) else above)
+
+
 def _draw_bars(ax, summary: pd.DataFrame, value: str, error: str, baseline: str) -> None:
     x = np.arange(len(summary))
     colors = [regime_color(r) for r in summary["regime"]]
     bars = ax.bar(
         x,
         summary[value].fillna(0),
-        yerr=summary[error].fillna(0),
+        yerr=np.array(summary[error].tolist(), dtype=float).reshape(-1, 2).T,
         capsize=4,
         color=colors,
         edgecolor="black",
@@ -112,10 +123,10 @@ def plot_cam_measures(
     summary = _summarise(measures)
     fig = Figure(figsize=(max(8.0, 1.6 * len(summary) + 4), 4.8), layout="constrained")
     energy_ax, pointing_ax = fig.subplots(1, 2)
-    _draw_bars(energy_ax, summary, "energy", "energy_se", "uniform")
+    _draw_bars(energy_ax, summary, "energy", "energy_error", "uniform")
     energy_ax.set_ylabel("mean share of CAM energy inside the box")
     energy_ax.set_title("Energy inside the bounding box")
-    _draw_bars(pointing_ax, summary, "pointing", "pointing_se", "center")
+    _draw_bars(pointing_ax, summary, "pointing", "pointing_error", "center")
     pointing_ax.set_ylabel("share of images whose CAM peak is on the car")
     pointing_ax.set_title(f"Pointing game ({tolerance:.1f} px tolerance)")
     skipped = int(summary["skipped"].sum())
@@ -146,6 +157,8 @@ def plot_cam_measures(
         handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False
     )
     images = int(summary["n"].max())
-    default = f"Does Grad-CAM look at the car? ({images} test images per model, mean ± s.e.)"
+    default = (
+        f"Does Grad-CAM look at the car? ({images} test images per model, mean, 95 % interval)"
+    )
     add_title(fig, title or default, fontsize=12)
     return save_figure(fig, path)

@@ -5,12 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from cars.config import METRIC
 from cars.data import DatasetInfo
+from cars.report.comparisons import render_comparisons
 from cars.report.gaps import describe_boxes, describe_test_gap, missing_test_reason
+from cars.report.repeats import render_repeats
 from cars.report.results import SweepResults, is_number
+from cars.stats import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    CONFIDENCE,
+    mean_interval,
+    proportion_interval,
+)
 
 # The reference study's figures (Keras, real Stanford Cars, 299 px, batch 32,
 # 30 epochs, one run per regime): reference/reference-study.md.
@@ -44,10 +54,19 @@ class SummaryInputs:
     best_trial: str | None
     gradcam: pd.DataFrame | None
     notes: Sequence[str]
+    comparisons: pd.DataFrame | None = None
+    confirm_seeds: int = 0
 
 
 def _pct(value: object) -> str:
     return f"{100 * float(value):.1f}%" if is_number(value) else "n/a"
+
+
+def _pct_interval(value: object, low: object, high: object) -> str:
+    """``90.0% [84.2-94.1]``; the value alone where the interval is unknown."""
+    if not (is_number(low) and is_number(high)):
+        return _pct(value)
+    return f"{_pct(value)} [{100 * float(low):.1f}-{100 * float(high):.1f}]"
 
 
 def _int(value: object) -> str:
@@ -63,17 +82,21 @@ def _config_text(row: pd.Series) -> str:
 
 def _regime_table(regimes: pd.DataFrame, missing_test: str | None) -> list[str]:
     lines = [
-        "| regime | trial | config | epochs | best val acc (epoch) | test acc | test top-5 "
-        "| trainable params | s / epoch | images / s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| regime | trial | config | epochs | best val acc (epoch) | test acc [95 % CI] "
+        "| test top-5 [95 % CI] | test images | trainable params | s / epoch | images / s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, row in regimes.iterrows():
-        test_acc = missing_test or _pct(row["test_acc"])
-        test_top5 = missing_test or _pct(row["test_top5"])
+        test = {
+            name: missing_test
+            or _pct_interval(row[name], row.get(f"{name}_low"), row.get(f"{name}_high"))
+            for name in ("test_acc", "test_top5")
+        }
         lines.append(
             f"| {row['regime']} | {row['trial_id']} | {_config_text(row)} "
             f"| {_int(row['epochs_run'])}/{_int(row['max_epochs'])} "
-            f"| {_pct(row['best_val_acc'])} ({_int(row['best_epoch'])}) | {test_acc} | {test_top5} "
+            f"| {_pct(row['best_val_acc'])} ({_int(row['best_epoch'])}) | {test['test_acc']} "
+            f"| {test['test_top5']} | {_int(row.get('test_images'))} "
             f"| {int(row['trainable_params']):,} | {row['seconds_per_epoch']:.1f} "
             f"| {row['images_per_second']:.0f} |"
         )
@@ -95,6 +118,15 @@ def _reference_table() -> list[str]:
     return lines
 
 
+def _ratio_interval(values: pd.Series) -> str:
+    interval = mean_interval(values.astype(float).to_numpy())
+    if not is_number(interval.value):
+        return "n/a"
+    if not is_number(interval.low):
+        return f"{interval.value:.2f}"
+    return f"{interval.value:.2f} [{max(interval.low, 0.0):.2f}-{interval.high:.2f}]"
+
+
 def _gradcam_lines(gradcam: pd.DataFrame) -> list[str]:
     if "box_known" not in gradcam:
         gradcam = gradcam.assign(box_known=True)
@@ -110,37 +142,75 @@ def _gradcam_lines(gradcam: pd.DataFrame) -> list[str]:
     )
     if measured.empty:
         return [coverage]
-    means = measured.groupby(["model", "regime"], sort=False).agg(
-        images=("energy_inside", "size"),
-        energy_inside=("energy_inside", "mean"),
-        box_area_share=("box_area_share", "mean"),
-        energy_ratio=("energy_ratio", "mean"),
-        pointing=("pointing_hit", "mean"),
-        centre=("center_hit", "mean"),
-        accuracy=("correct", "mean"),
-    )
     tolerance = float(gradcam["tolerance_px"].iloc[0])
+    level = f"{100 * CONFIDENCE:.0f} %"
     lines = [
         "How much of each model's Grad-CAM (on `act4`, Keras' `block14_sepconv2_act`) falls "
         "on the car: the share of the CAM's energy inside the true bounding box, against "
         "the box's share of the image (what a uniform map scores); their ratio (above 1: "
         "the CAM concentrates on the car); and the pointing game (the centre of the CAM's "
         f"maximal region inside the box, {tolerance:.1f} px tolerance), against always "
-        "pointing at the image centre. Means over the same test images for every model. "
-        + coverage,
+        "pointing at the image centre. Means over the same test images for every model, "
+        f"with {level} intervals in brackets: Student's t for the means of the energy share "
+        "and the ratio (cut to the measure's range: a share within 0-100 %, a ratio above 0), "
+        "Wilson's score interval for the share of pointing hits. " + coverage,
         "",
         "| model | regime | images | energy in box | box area share | ratio | pointing hits "
         "| centre baseline | correct |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for (model, regime), row in means.iterrows():
-        ratio = f"{row['energy_ratio']:.2f}" if is_number(row["energy_ratio"]) else "n/a"
+    for (model, regime), group in measured.groupby(["model", "regime"], sort=False):
+        energy = mean_interval(group["energy_inside"].astype(float).to_numpy())
+        pointing = proportion_interval(group["pointing_hit"].to_numpy(dtype=bool))
+        energy_range = np.clip([energy.low, energy.high], 0.0, 1.0)
         lines.append(
-            f"| {model} | {regime} | {int(row['images'])} | {_pct(row['energy_inside'])} "
-            f"| {_pct(row['box_area_share'])} | {ratio} | {_pct(row['pointing'])} "
-            f"| {_pct(row['centre'])} | {_pct(row['accuracy'])} |"
+            f"| {model} | {regime} | {len(group)} "
+            f"| {_pct_interval(energy.value, *energy_range)} "
+            f"| {_pct(group['box_area_share'].mean())} | {_ratio_interval(group['energy_ratio'])} "
+            f"| {_pct_interval(pointing.value, pointing.low, pointing.high)} "
+            f"| {_pct(group['center_hit'].astype(float).mean())} "
+            f"| {_pct(group['correct'].astype(float).mean())} |"
         )
     return lines
+
+
+def _comparison_lines(inputs: SummaryInputs, missing_test: str | None) -> list[str]:
+    regimes = inputs.regimes
+    if regimes.empty:
+        return ["No regime was scored: nothing to compare."]
+    if missing_test == "unknown labels":
+        return [
+            "The test split's labels are unknown: the regimes' test outcomes cannot be compared."
+        ]
+    if missing_test is not None or (
+        "test_images" in regimes and not regimes["test_images"].fillna(0).any()
+    ):
+        return ["The test split has no labelled image: no test outcomes to compare."]
+    if len(regimes) == 1:
+        return [f"Only one regime ({regimes['regime'].iloc[0]}) was scored: nothing to compare."]
+    level = f"{100 * CONFIDENCE:.0f} %"
+    return [
+        "Each regime's best model was scored on the same test images, so each pair is compared "
+        f"image by image: the difference of their test accuracies with a {level} paired "
+        f"bootstrap interval ({BOOTSTRAP_RESAMPLES:,} resamples of the test images, seed "
+        f"{BOOTSTRAP_SEED}), and McNemar's exact test (a two-sided binomial test of the images "
+        "exactly one of the two got right). Where the interval covers zero, no difference is "
+        "detectable. Test scores above carry Wilson's score interval. Per-image answers: "
+        "`predictions.parquet`; these figures: `comparisons.parquet`.",
+        "",
+        *render_comparisons(inputs.comparisons, "test_acc"),
+    ]
+
+
+def _repeat_lines(inputs: SummaryInputs) -> list[str]:
+    if inputs.confirm_seeds == 0:
+        return [
+            "Off: each regime's figures above rest on one training run (one seed). "
+            "`--confirm K` retrains each regime's best configuration with K fresh seeds."
+        ]
+    if "confirm_runs" not in inputs.regimes:
+        return ["The confirmation stage has not run: see below."]
+    return render_repeats(inputs.regimes, inputs.confirm_seeds)
 
 
 def render_summary(inputs: SummaryInputs) -> str:
@@ -193,6 +263,9 @@ def render_summary(inputs: SummaryInputs) -> str:
             f"accuracy ({_pct(best['best_val_acc'])} at epoch {_int(best['best_epoch'])}; "
             "ties go to the lower validation loss). Its weights are in `best/`.",
         ]
+    lines += ["", "## Paired comparisons between regimes", ""]
+    lines += _comparison_lines(inputs, missing_test)
+    lines += ["", "## Repeated seeds", "", *_repeat_lines(inputs)]
     lines += [
         "",
         "## Beside the reference study",
@@ -221,6 +294,15 @@ def render_summary(inputs: SummaryInputs) -> str:
         lines += _gradcam_lines(inputs.gradcam)
         known = inputs.gradcam.get("box_known", pd.Series([True])).astype(bool)
         measures = "`gradcam/measures.png`; " if known.any() else ""
+        ratios = render_comparisons(inputs.comparisons, "energy_ratio")
+        if ratios:
+            lines += [
+                "",
+                "Energy-in-box ratios compared on the same images: Wilcoxon's signed-rank test "
+                "and a paired bootstrap interval of the mean difference.",
+                "",
+                *ratios,
+            ]
         lines += [
             "",
             "Figures: `gradcam/<model>.png`, `gradcam/regimes.png`, "

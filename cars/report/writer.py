@@ -23,7 +23,14 @@ from cars.data import read_dataset_info
 from cars.data.staging import staged_folder
 from cars.figures import plot_learning_curves
 from cars.report.cams import CamModel, select_images, write_gradcam
+from cars.report.comparisons import (
+    ScoredModel,
+    build_predictions,
+    compare_accuracies,
+    compare_cam_ratios,
+)
 from cars.report.gaps import describe_data_gaps
+from cars.report.repeats import read_confirm_runs, summarise_repeats
 from cars.report.results import SweepResults, read_sweep_results, select_regime_bests
 from cars.report.scoring import (
     TestScore,
@@ -32,6 +39,7 @@ from cars.report.scoring import (
     score_checkpoints,
 )
 from cars.report.summary import REFERENCE, SummaryInputs, render_summary
+from cars.stats import wilson_interval
 from cars.storage import write_bytes_atomic
 
 
@@ -70,22 +78,93 @@ def describe_weights(weights: str | None) -> str:
     )
 
 
-def _trial_configs(regimes: pd.DataFrame) -> list[TrainConfig]:
+def _trial_configs(trials: pd.DataFrame) -> list[TrainConfig]:
     """Each chosen trial's config, as its checkpoint recorded it."""
-    return [
-        TrainConfig.from_dict(load_checkpoint(path)["config"]) for path in regimes["checkpoint"]
-    ]
+    return [TrainConfig.from_dict(load_checkpoint(path)["config"]) for path in trials["checkpoint"]]
+
+
+TEST_COLUMNS = (
+    "test_loss",
+    "test_acc",
+    "test_acc_low",
+    "test_acc_high",
+    "test_top5",
+    "test_top5_low",
+    "test_top5_high",
+    "test_images",
+)
+
+
+def _score_table(scores: list[TestScore], index: pd.Index) -> pd.DataFrame:
+    """One row of test scores per model, in ``TEST_COLUMNS``."""
+    rows = [_score_columns(s) for s in scores]
+    return pd.DataFrame(rows, index=index, columns=list(TEST_COLUMNS))
+
+
+def _score_columns(score: TestScore) -> dict[str, float | int]:
+    """A test score with Wilson's 95 % intervals and the labelled images they rest on."""
+    images = int((score.labels >= 0).sum())
+    columns: dict[str, float | int] = {"test_loss": score.loss}
+    for name, value in (("test_acc", score.acc), ("test_top5", score.top5)):
+        interval = wilson_interval(round(value * images) if images else 0, images)
+        columns.update({name: value, f"{name}_low": interval.low, f"{name}_high": interval.high})
+    columns["test_images"] = images
+    return columns
 
 
 def _with_scores(regimes: pd.DataFrame, scores: list[TestScore]) -> pd.DataFrame:
-    regimes = regimes.assign(
-        test_loss=[s.loss for s in scores],
-        test_acc=[s.acc for s in scores],
-        test_top5=[s.top5 for s in scores],
-        test_images=[len(s.labels) for s in scores],
-    )
+    regimes = pd.concat([regimes, _score_table(scores, regimes.index)], axis=1)
     reference = REFERENCE.set_index("regime").add_prefix("reference_")
     return regimes.join(reference, on="regime")
+
+
+@dataclass(frozen=True)
+class ScoredModels:
+    """The regimes' best trials with their test scores, and every scored model's answers."""
+
+    regimes: pd.DataFrame
+    scores: list[TestScore]
+    model_names: list[str]
+    predictions: pd.DataFrame
+    repeats: pd.DataFrame | None
+
+
+def _score_models(
+    results: SweepResults, regimes: pd.DataFrame, configs: list[TrainConfig], notes: list[str]
+) -> ScoredModels:
+    """Score each regime's best trial, and each confirmation run, once on the test split."""
+    repeats = read_confirm_runs(results, regimes, notes)
+    scorable = repeats[repeats["checkpoint"].notna()] if repeats is not None else regimes.iloc[0:0]
+    repeat_configs = _trial_configs(scorable)
+    jobs: list[tuple[str, dict[str, Any]]] = [
+        (path, c.to_dict())
+        for path, c in zip(
+            [*regimes["checkpoint"], *scorable["checkpoint"]],
+            [*configs, *repeat_configs],
+            strict=True,
+        )
+    ]
+    all_scores = score_checkpoints(jobs, use_gpu=results.config.use_gpu)
+    scores, repeat_scores = all_scores[: len(regimes)], all_scores[len(regimes) :]
+    regimes = _with_scores(regimes, scores)
+    models = [
+        ScoredModel(f"{row.regime}-{row.trial_id}", row.trial_id, row.regime, "sweep", *score)
+        for row, score in zip(regimes.itertuples(), _answers(scores), strict=True)
+    ]
+    names = [m.model for m in models]
+    if repeats is not None:
+        repeats = pd.concat([repeats, _score_table(repeat_scores, scorable.index)], axis=1)
+        models += [
+            ScoredModel(f"{row.regime}-{row.trial_id}", row.trial_id, row.regime, "confirm", *score)
+            for row, score in zip(scorable.itertuples(), _answers(repeat_scores), strict=True)
+        ]
+        regimes = summarise_repeats(repeats, regimes)
+    predictions = build_predictions(models, create_eval_dataset(configs[0]).source_files)
+    return ScoredModels(regimes, scores, names, predictions, repeats)
+
+
+def _answers(scores: list[TestScore]) -> list[tuple[Any, Any]]:
+    return [(s.probabilities, s.labels) for s in scores]
 
 
 def _curve_labels(results: SweepResults) -> pd.DataFrame:
@@ -172,13 +251,14 @@ def write_report(
             notes.append("no trial reported an epoch: no learning curves")
         gradcam: pd.DataFrame | None = None
         best_trial: str | None = None
+        predictions = build_predictions([], [])
+        comparisons = compare_accuracies(predictions, [])
         if len(regimes):
             configs = _trial_configs(regimes)
-            jobs: list[tuple[str, dict[str, Any]]] = [
-                (path, c.to_dict()) for path, c in zip(regimes["checkpoint"], configs, strict=True)
-            ]
-            scores = score_checkpoints(jobs, use_gpu=config.use_gpu)
-            regimes = _with_scores(regimes, scores)
+            scored = _score_models(results, regimes, configs, notes)
+            regimes, scores, predictions = scored.regimes, scored.scores, scored.predictions
+            if scored.repeats is not None:
+                write_parquet(scored.repeats, stage / "confirm.parquet")
             best_index = int(
                 np.lexsort(
                     (regimes["best_val_loss"].to_numpy(), -regimes["best_val_acc"].to_numpy())
@@ -196,6 +276,16 @@ def write_report(
                 count=gradcam_images or config.gradcam_images,
                 seed=config.seed,
             )
+            comparisons = pd.concat(
+                [
+                    compare_accuracies(predictions, list(scored.model_names)),
+                    *([compare_cam_ratios(gradcam)] if gradcam is not None else []),
+                ],
+                ignore_index=True,
+            )
+        write_parquet(predictions, stage / "predictions.parquet")
+        comparisons = comparisons.astype({"images": int, "only_a": "Int64", "only_b": "Int64"})
+        write_parquet(comparisons, stage / "comparisons.parquet")
         write_parquet(regimes, stage / "regimes.parquet")
         summary = render_summary(
             SummaryInputs(
@@ -206,6 +296,8 @@ def write_report(
                 best_trial=best_trial,
                 gradcam=gradcam,
                 notes=notes,
+                comparisons=comparisons,
+                confirm_seeds=config.confirm,
             )
         )
         write_bytes_atomic(stage / "summary.md", summary.encode())

@@ -146,6 +146,19 @@ def test_sweep_presets_give_their_defaults(preset: str) -> None:
     assert sweep.regimes == REGIMES
 
 
+@pytest.mark.parametrize(("preset", "seeds"), [("smoke", 0), ("demo", 0), ("full", 3)])
+def test_confirm_defaults_to_the_presets_and_the_option_overrides_it(
+    preset: str, seeds: int
+) -> None:
+    data = ["--data", "/data/cars"] if preset == "full" else []
+    job = parse_sweep_args(["--preset", preset, *data])
+    assert job.sweep is not None and job.sweep.confirm == seeds
+    job = parse_sweep_args(["--preset", preset, *data, "--confirm", "2"])
+    assert job.sweep is not None and job.sweep.confirm == 2
+    job = parse_sweep_args(["--preset", preset, *data, "--confirm", "0"])
+    assert job.sweep is not None and job.sweep.confirm == 0
+
+
 def test_sweep_default_preset_is_demo_with_a_timestamped_name() -> None:
     job = parse_sweep_args([])
     assert job.sweep is not None
@@ -346,6 +359,7 @@ def test_train_zero_workers_or_cpus_is_an_error(
         (["--lr-range", "frozen", "1e-2", "1e-3"], "lr_ranges['frozen']="),
         (["--num-workers", "0"], "num_workers="),
         (["--name", "a/b"], "name="),
+        (["--confirm", "-1"], "confirm="),
     ],
 )
 def test_sweep_config_errors_exit_2_naming_the_field(

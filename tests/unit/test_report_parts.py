@@ -403,10 +403,17 @@ def test_summary_has_the_gradcam_means_table() -> None:
     text = render_summary(_inputs(gradcam=_gradcam()))
     section = _section(text, "Grad-CAM")
     assert "| model | regime | images | energy in box |" in section
-    assert "| finetune-t1 | finetune | 2 | 70.0% | 25.0% | 2.80 | 100.0% | 0.0% | 100.0% |" in (
-        section
-    )
-    assert "| frozen-f1 | frozen | 2 | 30.0% | 25.0% | 1.20 | 50.0% | 0.0% | 50.0% |" in section
+    # Two images: the t interval (1 degree of freedom) is wide and cut to the measure's
+    # range; 2 of 2 pointing hits have Wilson's lower bound 2 / (2 + 1.96^2) = 34.2%.
+    assert (
+        "| finetune-t1 | finetune | 2 | 70.0% [0.0-100.0] | 25.0% | 2.80 [0.00-7.88] "
+        "| 100.0% [34.2-100.0] | 0.0% | 100.0% |"
+    ) in section
+    assert (
+        "| frozen-f1 | frozen | 2 | 30.0% [0.0-100.0] | 25.0% | 1.20 [0.00-6.28] "
+        "| 50.0% [9.5-90.5] | 0.0% | 50.0% |"
+    ) in section
+    assert "Student's t" in section and "Wilson" in section
     assert f"{pointing_tolerance(64):.1f} px tolerance" in section
     assert "No Grad-CAM" not in section
 

@@ -39,6 +39,7 @@ def test_overrides_replace_preset_values_and_none_keeps_them() -> None:
         ({"name": "a/b"}, "name="),
         ({"preset": "huge"}, "preset="),
         ({"epochs": 0}, "epochs="),
+        ({"confirm": -1}, "confirm="),
     ],
 )
 def test_bad_sweep_values_are_refused(changes: dict, message: str) -> None:
