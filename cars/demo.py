@@ -97,6 +97,7 @@ def _pretrain_config(sweep: SweepConfig, source_data: str) -> TrainConfig:
         cpus_per_worker=resources.cpus_per_worker,
         seed=sweep.seed,
         max_failures=sweep.max_failures,
+        precise_bn_samples=sweep.precise_bn_samples,
     )
 
 

@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from cars.config import AUGMENTS, NUM_BLOCKS, REGIMES, ConfigError, TrainConfig
+from cars.config import (
+    AUGMENTS,
+    NUM_BLOCKS,
+    PRECISE_BN_SAMPLES,
+    REGIMES,
+    ConfigError,
+    TrainConfig,
+)
 
 # The demo presets' weights: a source model the demo pretrains on synthetic
 # classes disjoint from the study's, standing in for ImageNet.
@@ -74,6 +81,7 @@ class SweepConfig:
     max_failures: int = 2
     seed: int = 0
     gradcam_images: int = 8
+    precise_bn_samples: int = PRECISE_BN_SAMPLES
     demo: DemoSpec | None = None
 
     def __post_init__(self) -> None:
@@ -171,6 +179,7 @@ class SweepConfig:
             loader_workers=self.loader_workers,
             seed=self.seed,
             max_failures=self.max_failures,
+            precise_bn_samples=self.precise_bn_samples,
         )
 
     def to_dict(self) -> dict[str, Any]:
