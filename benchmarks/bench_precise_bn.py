@@ -70,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trainable-blocks", type=int, default=2, help="of finetune")
     parser.add_argument("--precise-bn-samples", type=int, default=PRECISE_BN_SAMPLES)
     parser.add_argument("--batch-size-299", type=int, default=16, help="global batch at 299 px")
-    parser.add_argument("--batches", type=int, default=3, help="timed batches per side at 299 px")
+    parser.add_argument("--batches", type=int, default=2, help="timed batches per side at 299 px")
+    parser.add_argument("--repeats", type=int, default=3, help="the fastest of these counts")
     parser.add_argument("--epoch-images", type=int, default=STANFORD_TRAIN_IMAGES)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     return parser.parse_args(argv)
@@ -88,12 +89,13 @@ def _loader(config: TrainConfig) -> DataLoader:
     )
 
 
-def time_case(case: str, config: TrainConfig, *, batches: int | None) -> Timing:
-    """Time training and the recompute of ``config``.
+def time_case(case: str, config: TrainConfig, *, batches: int | None, repeats: int) -> Timing:
+    """Time training and the recompute of ``config``, the fastest of ``repeats`` of each.
 
     With ``batches=None`` a whole epoch and the whole recompute run; otherwise
     ``batches`` of each, and the figures per image extrapolate to an epoch of
-    ``--epoch-images`` (set by the caller on the returned timing).
+    ``--epoch-images`` (set by the caller on the returned timing). The fastest
+    repeat is the one other processes on the machine disturbed least.
     """
     torch.manual_seed(config.seed)
     info = read_dataset_info(config.data)
@@ -118,16 +120,18 @@ def time_case(case: str, config: TrainConfig, *, batches: int | None) -> Timing:
     # One untimed batch of each first, so that neither side pays for oneDNN's first calls.
     train(1)
     update_batchnorm_statistics(model, loader, num_batches=1, **common)
-    trained = train(batches)
-    bn_batches = config.precise_bn_batches(len(loader))
-    recomputed = update_batchnorm_statistics(
-        model, loader, num_batches=bn_batches if batches is None else batches, **common
-    )
+    bn_batches = config.precise_bn_batches(len(loader)) if batches is None else batches
+    train_rates, bn_rates = [], []
+    for _ in range(repeats):
+        trained = train(batches)
+        recomputed = update_batchnorm_statistics(model, loader, num_batches=bn_batches, **common)
+        train_rates.append(trained["seconds"] / trained["images"])
+        bn_rates.append(recomputed["seconds"] / recomputed["images"])
     return Timing(
         case=case,
         regime=config.regime,
-        train_seconds_per_image=trained["seconds"] / trained["images"],
-        bn_seconds_per_image=recomputed["seconds"] / recomputed["images"],
+        train_seconds_per_image=min(train_rates),
+        bn_seconds_per_image=min(bn_rates),
         epoch_images=trained["images"],
         bn_images=recomputed["images"],
         measured=batches is None,
@@ -154,10 +158,10 @@ def main(argv: list[str] | None = None) -> None:
             config = TrainConfig(
                 **values, image_size=demo["image_size"], batch_size=demo["batch_size"]
             )
-            timings.append(time_case(case, config, batches=None))
+            timings.append(time_case(case, config, batches=None, repeats=args.repeats))
         else:
             config = TrainConfig(**values, image_size=299, batch_size=args.batch_size_299)
-            timing = time_case(case, config, batches=args.batches)
+            timing = time_case(case, config, batches=args.batches, repeats=args.repeats)
             epoch_images = args.epoch_images
             bn_images = min(args.precise_bn_samples, epoch_images)
             timings.append(replace(timing, epoch_images=epoch_images, bn_images=bn_images))
