@@ -16,7 +16,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cars.checkpoint import WeightsError
-from cars.config import AUGMENTS, OPTIMIZERS, REGIMES, ConfigError, TrainConfig
+from cars.config import (
+    AUGMENTS,
+    OPTIMIZERS,
+    PRECISE_BN_SAMPLES,
+    REGIMES,
+    ConfigError,
+    TrainConfig,
+)
 from cars.data import DataError
 from cars.paths import REPORTS_DIR, RUNS_DIR, resolve_path
 from cars.resources import ResourceError
@@ -148,6 +155,13 @@ def create_train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32, help="global batch size")
     parser.add_argument("--image-size", type=int, default=299)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument(
+        "--precise-bn-samples",
+        type=int,
+        default=PRECISE_BN_SAMPLES,
+        help="training images that recompute the BatchNorm statistics before each "
+        "validation, at most an epoch's (0: keep the running averages)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--max-failures",
@@ -192,6 +206,7 @@ def parse_train_args(argv: Sequence[str] | None = None) -> TrainJob:
         cpus_per_worker=1.0 if args.cpus_per_worker is None else args.cpus_per_worker,
         loader_workers=args.loader_workers,
         compile=args.compile,
+        precise_bn_samples=args.precise_bn_samples,
         seed=args.seed,
         max_failures=args.max_failures,
     )
@@ -272,6 +287,12 @@ def create_sweep_parser() -> argparse.ArgumentParser:
         "--max-concurrent-trials", type=int, help="default: as many as the cluster's resources hold"
     )
     run.add_argument("--max-failures", type=int)
+    run.add_argument(
+        "--precise-bn-samples",
+        type=int,
+        help=f"training images that recompute the BatchNorm statistics before each "
+        f"validation (default {PRECISE_BN_SAMPLES}; 0: keep the running averages)",
+    )
     run.add_argument("--seed", type=int)
     run.add_argument("--gradcam-images", type=int)
     run.add_argument(
@@ -323,6 +344,7 @@ def parse_sweep_args(argv: Sequence[str] | None = None) -> SweepJob:
         grace_period=args.grace_period,
         max_concurrent_trials=args.max_concurrent_trials,
         max_failures=args.max_failures,
+        precise_bn_samples=args.precise_bn_samples,
         seed=args.seed,
         gradcam_images=args.gradcam_images,
         confirm=args.confirm,

@@ -52,10 +52,13 @@ def prepare_demo_data(spec: DemoSpec, seed: int, root: Path = DEMO_DATA_DIR) -> 
         The prepared target set and the prepared source set.
     """
     folder = root / f"synthetic-{_fingerprint(spec, seed)}"
+    source_val_fraction = spec.val_fraction
+    if spec.source_val_fraction is not None:
+        source_val_fraction = spec.source_val_fraction
     sets = {}
-    for task, classes, per_class in (
-        ("target", spec.num_classes, spec.train_per_class),
-        ("source", spec.source_classes, spec.source_train_per_class),
+    for task, classes, per_class, val_fraction in (
+        ("target", spec.num_classes, spec.train_per_class, spec.val_fraction),
+        ("source", spec.source_classes, spec.source_train_per_class, source_val_fraction),
     ):
         out = folder / task
         if not (out / "dataset.json").exists():
@@ -66,7 +69,7 @@ def prepare_demo_data(spec: DemoSpec, seed: int, root: Path = DEMO_DATA_DIR) -> 
                 test_per_class=spec.test_per_class,
                 seed=seed,
                 task=task,
-                val_fraction=spec.val_fraction,
+                val_fraction=val_fraction,
             )
         sets[task] = str(out)
     return sets["target"], sets["source"]
@@ -97,6 +100,7 @@ def _pretrain_config(sweep: SweepConfig, source_data: str) -> TrainConfig:
         cpus_per_worker=resources.cpus_per_worker,
         seed=sweep.seed,
         max_failures=sweep.max_failures,
+        precise_bn_samples=sweep.precise_bn_samples,
     )
 
 

@@ -1,14 +1,16 @@
-"""One epoch of training, and one pass of evaluation, in plain PyTorch.
+"""One epoch of training, precise BatchNorm statistics, and one pass of evaluation.
 
 The engine knows no Ray: it takes a model, a loader of ``(images, labels)``
 batches and an optimizer and returns plain floats. Under ``torch.distributed``
-(as Ray Train sets it up) the sums behind the metrics are all-reduced, so
-every rank returns the numbers of the whole data set.
+(as Ray Train sets it up) the sums behind the metrics, and the recomputed
+BatchNorm statistics, are all-reduced, so every rank returns the numbers of the
+whole data set and holds the same model.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -72,6 +75,93 @@ def train_one_epoch(
     metrics = _finish(totals, started)
     metrics["lr"] = float(_head_group(optimizer)["lr"])
     return metrics
+
+
+@torch.no_grad()
+def update_batchnorm_statistics(
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    num_batches: int,
+    device: torch.device | str,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Recompute the running statistics of the trainable BatchNorm layers ("precise BN").
+
+    During a short run the running averages trail the weights that moved under
+    them, and eval mode would score a network that never existed. This follows
+    ``torch.optim.swa_utils.update_bn`` (reset, then a cumulative average with
+    ``momentum=None`` over the first ``num_batches`` batches, in train mode,
+    without gradients), as pycls and detectron2 do after training, except that
+    it touches only the layers that ``model.train()`` puts in training:
+    ``update_bn`` would also reset the frozen ones, which stay in eval mode and
+    must keep the statistics they were loaded with. Under ``torch.distributed``
+    every rank must pass the same ``num_batches``; the statistics are averaged
+    over the ranks, so all of them hold the same model.
+
+    Returns:
+        ``batches`` (per rank), ``images`` (over all ranks) and ``seconds``;
+        zeros when the model has no trainable BatchNorm layer.
+    """
+    device = torch.device(device)
+    started = time.perf_counter()
+    was_training = model.training
+    model.train()
+    layers = [
+        m
+        for m in model.modules()
+        if isinstance(m, _BatchNorm) and m.training and m.track_running_stats
+    ]
+    if not layers or num_batches < 1:
+        model.train(was_training)
+        return {"batches": 0, "images": 0, "seconds": 0.0}
+    momenta = {layer: layer.momentum for layer in layers}
+    batches, images_seen = 0, torch.zeros((), dtype=torch.float64, device=device)
+    try:
+        for layer in layers:
+            layer.reset_running_stats()
+            layer.momentum = None
+        for batch in itertools.islice(loader, num_batches):
+            images, _ = _to_device(batch, device, channels_last)
+            with _autocast(device, amp_dtype):
+                model(images)
+            batches += 1
+            images_seen += len(images)
+    finally:
+        for layer, momentum in momenta.items():
+            layer.momentum = momentum
+        model.train(was_training)
+    if batches == 0:
+        raise ValueError(
+            "the loader yielded no batch to recompute the BatchNorm statistics from; check "
+            "the training split and batch size"
+        )
+    if dist.is_available() and dist.is_initialized():
+        _average_over_ranks(layers)
+        dist.all_reduce(images_seen)
+    return {
+        "batches": batches,
+        "images": int(images_seen),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _average_over_ranks(layers: list[_BatchNorm]) -> None:
+    """Replace each layer's running mean and variance by their mean over the ranks.
+
+    Every rank averaged the same number of equal batches, so the mean of the
+    ranks' averages is the average over all their batches.
+    """
+    buffers = [b for layer in layers for b in (layer.running_mean, layer.running_var)]
+    flat = torch.cat([b.reshape(-1).float() for b in buffers])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for buffer in buffers:
+        size = buffer.numel()
+        buffer.copy_(flat[offset : offset + size].view_as(buffer))
+        offset += size
 
 
 @torch.inference_mode()

@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from cars.config import AUGMENTS, NUM_BLOCKS, REGIMES, ConfigError, TrainConfig
+from cars.config import (
+    AUGMENTS,
+    NUM_BLOCKS,
+    PRECISE_BN_SAMPLES,
+    REGIMES,
+    ConfigError,
+    TrainConfig,
+)
 
 # The demo presets' weights: a source model the demo pretrains on synthetic
 # classes disjoint from the study's, standing in for ImageNet.
@@ -22,7 +29,12 @@ DEMO_SOURCE_WEIGHTS = "demo-source"
 
 @dataclass(frozen=True)
 class DemoSpec:
-    """The built-in synthetic data set and source pretraining of the demo presets."""
+    """The built-in synthetic data set and source pretraining of the demo presets.
+
+    ``train_per_class`` images of each target class are split into training and
+    ``val_fraction`` validation; the source set holds out ``source_val_fraction``
+    (by default ``val_fraction``): its validation only picks the source checkpoint.
+    """
 
     num_classes: int
     train_per_class: int
@@ -32,6 +44,7 @@ class DemoSpec:
     pretrain_epochs: int
     pretrain_lr: float
     val_fraction: float
+    source_val_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,7 @@ class SweepConfig:
     seed: int = 0
     gradcam_images: int = 8
     confirm: int = 0
+    precise_bn_samples: int = PRECISE_BN_SAMPLES
     demo: DemoSpec | None = None
 
     def __post_init__(self) -> None:
@@ -176,6 +190,7 @@ class SweepConfig:
             loader_workers=self.loader_workers,
             seed=self.seed,
             max_failures=self.max_failures,
+            precise_bn_samples=self.precise_bn_samples,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -244,15 +259,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "gradcam_images": 8,
         "confirm": 0,
         "weights": DEMO_SOURCE_WEIGHTS,
+        # Transfer to a small target set, as in the study: 12 training images per
+        # target class, and a source task with five times as many per class to learn
+        # features from. Half the target's images are held out, and the test set is
+        # as large, so that validation and test compare the regimes on 96 and 192
+        # images rather than on a noisy handful.
         "demo": DemoSpec(
             num_classes=8,
-            train_per_class=32,
-            test_per_class=10,
+            train_per_class=24,
+            test_per_class=24,
             source_classes=10,
-            source_train_per_class=48,
+            source_train_per_class=64,
             pretrain_epochs=3,
             pretrain_lr=2e-3,
-            val_fraction=0.2,
+            val_fraction=0.5,
+            source_val_fraction=0.1,
         ),
     },
     "full": {

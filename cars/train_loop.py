@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Subset
 from cars.checkpoint import load_checkpoint, save_checkpoint
 from cars.config import METRIC, TrainConfig
 from cars.data import CarsDataset, create_transform_for, read_dataset_info
-from cars.engine import evaluate, train_one_epoch
+from cars.engine import evaluate, train_one_epoch, update_batchnorm_statistics
 from cars.history import read_history, write_history
 from cars.model import build_model, count_parameters
 from cars.optim import create_loss, create_mixup, create_optimizer, create_scheduler
@@ -217,6 +217,16 @@ def run_worker(loop_config: dict[str, Any]) -> None:
             device=device,
             amp_dtype=amp_dtype,
             mixup_fn=mixup_fn,
+            channels_last=True,
+        )
+        # Recomputed from training batches, as pycls and detectron2 do: eval mode should
+        # normalise with the statistics of the activations the weights were trained on.
+        update_batchnorm_statistics(
+            _unwrap(model),
+            train_loader,
+            num_batches=config.precise_bn_batches(steps_per_epoch),
+            device=device,
+            amp_dtype=amp_dtype,
             channels_last=True,
         )
         val = (

@@ -201,6 +201,8 @@ def test_sweep_options_override_the_preset() -> None:
             "1",
             "--gradcam-images",
             "2",
+            "--precise-bn-samples",
+            "64",
             "--no-report",
         ]
     )
@@ -217,6 +219,8 @@ def test_sweep_options_override_the_preset() -> None:
     assert (sweep.grace_period, sweep.seed, sweep.gradcam_images) == (2, 7, 2)
     assert sweep.use_gpu is False
     assert sweep.num_workers == 1
+    assert sweep.precise_bn_samples == 64
+    assert sweep.create_train_config("/d", "frozen", 1e-3, "none").precise_bn_samples == 64
 
 
 def test_full_preset_trains_on_gpus_unless_told_cpu() -> None:
@@ -287,10 +291,13 @@ def test_train_options_reach_the_config() -> None:
             "2",
             "--batch-size",
             "8",
+            "--precise-bn-samples",
+            "256",
         ]
     )
     config = job.config
     assert job.name == "mine"
+    assert config.precise_bn_samples == 256
     assert config.trainable_blocks == 4
     assert config.lr == 0.01
     assert config.augment == "strong"
@@ -330,6 +337,7 @@ def test_train_argparse_errors_exit_2_naming_the_option(
         (["--data", "/d", "--batch-size", "1", "--num-workers", "2"], "batch_size="),
         (["--data", "/d", "--image-size", "16"], "image_size="),
         (["--data", "/d", "--loader-workers", "-1"], "loader_workers="),
+        (["--data", "/d", "--precise-bn-samples", "-1"], "precise_bn_samples="),
     ],
 )
 def test_train_config_errors_exit_2_naming_the_field(

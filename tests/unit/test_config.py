@@ -33,6 +33,7 @@ def test_regimes_force_their_depth() -> None:
         ({"regime": "scratch", "weights": "imagenet"}, "weights"),
         ({"backbone_lr_mult": 2.0}, "backbone_lr_mult"),
         ({"data": ""}, "data"),
+        ({"precise_bn_samples": -1}, "precise_bn_samples"),
     ],
 )
 def test_bad_values_name_the_field_and_what_is_allowed(changes: dict, field: str) -> None:
@@ -58,6 +59,13 @@ def test_unknown_keys_are_refused() -> None:
 
 def test_global_batch_is_split_across_workers() -> None:
     assert TrainConfig(data="d", batch_size=64, num_workers=4).batch_size_per_worker == 16
+
+
+def test_precise_bn_takes_enough_global_batches_for_its_samples_within_an_epoch() -> None:
+    config = TrainConfig(data="d", batch_size=64, num_workers=4, precise_bn_samples=1000)
+    assert config.precise_bn_batches(steps_per_epoch=100) == 16  # 16 x 64 >= 1000
+    assert config.precise_bn_batches(steps_per_epoch=10) == 10  # the training set is smaller
+    assert config.replace(precise_bn_samples=0).precise_bn_batches(100) == 0
 
 
 def test_resolve_trainable_blocks_rejects_unknown_regime() -> None:

@@ -1,8 +1,10 @@
 """The Ray-free engine: exact metrics, per-batch scheduling, mixup against hard labels,
-bf16 autocast, metrics summed over distributed ranks, and a real Xception that learns."""
+bf16 autocast, metrics summed over distributed ranks, a real Xception that learns, and
+precise BatchNorm statistics (trainable layers only, the same on every rank)."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -11,11 +13,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, TensorDataset
 
 from cars.config import TrainConfig
-from cars.engine import evaluate, train_one_epoch
-from cars.model import build_model
+from cars.engine import evaluate, train_one_epoch, update_batchnorm_statistics
+from cars.model import EvalBatchNorm2d, build_model
 from cars.optim import create_loss, create_mixup, create_optimizer, create_scheduler
 
 METRIC_KEYS = {"loss", "acc", "top5", "images", "seconds", "images_per_second"}
@@ -201,6 +204,125 @@ def test_xception_learns_a_tiny_task() -> None:
     assert epochs[-1]["lr"] == pytest.approx(config.lr * config.min_lr_ratio)
 
 
+def _bn_statistics(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+
+
+def _half_frozen_net() -> nn.Sequential:
+    """A conv, a frozen BatchNorm with loaded statistics, a conv and a trainable BatchNorm."""
+    torch.manual_seed(0)
+    frozen = EvalBatchNorm2d(4)
+    frozen.running_mean.uniform_(-1, 1)
+    frozen.running_var.uniform_(0.5, 2)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        frozen,
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 3),
+    ).eval()
+
+
+def test_precise_statistics_average_the_batches_and_spare_frozen_layers() -> None:
+    model = _half_frozen_net()
+    frozen_before = {k: v.clone() for k, v in model[1].state_dict().items()}
+    inputs: list[torch.Tensor] = []
+    model[4].register_forward_pre_hook(lambda _m, args: inputs.append(args[0].detach()))
+    loader = DataLoader(_images(12, 3), batch_size=4)
+
+    result = update_batchnorm_statistics(model, loader, num_batches=2, device="cpu")
+
+    assert (result["batches"], result["images"]) == (2, 8)  # the third batch is not read
+    for key, value in model[1].state_dict().items():
+        assert torch.equal(value, frozen_before[key]), f"frozen {key} changed"
+    # The trainable layer holds the mean over the two batches of each batch's mean and
+    # (unbiased) variance, whatever it held before, and keeps its momentum.
+    expected_mean = torch.stack([x.mean(dim=(0, 2, 3)) for x in inputs]).mean(dim=0)
+    expected_var = torch.stack([x.var(dim=(0, 2, 3)) for x in inputs]).mean(dim=0)
+    assert len(inputs) == 2
+    assert model[4].running_mean == pytest.approx(expected_mean, abs=1e-6)
+    assert model[4].running_var == pytest.approx(expected_var, rel=1e-5)
+    assert model[4].momentum == 0.1
+    assert not model.training  # the mode it was in
+
+
+def test_precise_statistics_skip_a_model_without_trainable_batchnorm() -> None:
+    model = _half_frozen_net()
+    model[4] = EvalBatchNorm2d(6)
+    before = _bn_statistics(model)
+
+    class Unread:
+        def __iter__(self) -> None:
+            raise AssertionError("a model with only frozen BatchNorm layers read the loader")
+
+    result = update_batchnorm_statistics(model, Unread(), num_batches=4, device="cpu")
+    assert result["batches"] == result["images"] == 0
+    assert all(torch.equal(v, before[k]) for k, v in _bn_statistics(model).items())
+
+
+def test_precise_statistics_refuse_an_empty_loader() -> None:
+    with pytest.raises(ValueError, match="no batch"):
+        update_batchnorm_statistics(_tiny_net(3), [], num_batches=2, device="cpu")
+
+
+def _quadrant_images(n: int, size: int, seed: int) -> TensorDataset:
+    """Noise images in which each of 4 classes lights up its own quadrant."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 4
+    images = torch.randn(n, 3, size, size, generator=generator) * 0.5
+    half = size // 2
+    for image, label in zip(images, labels, strict=True):
+        row, col = divmod(int(label), 2)
+        image[:, row * half : (row + 1) * half, col * half : (col + 1) * half] += 1.5
+    return TensorDataset(images, labels)
+
+
+# Two of the 32 validation images: the precise statistics come from other batches of the
+# same training images as the reference's, so their means and variances differ a little.
+ACC_TOLERANCE = 2 / 32
+
+
+@pytest.mark.slow
+def test_eval_mode_scores_the_trained_weights_after_a_short_scratch_run() -> None:
+    """One epoch of 6 steps from scratch, ended as the Ray Train loop ends it: in eval mode
+    the weights must score what they score with statistics of their own activations."""
+    torch.manual_seed(0)
+    train_set, val_set = _quadrant_images(48, 32, seed=1), _quadrant_images(32, 32, seed=2)
+    config = TrainConfig(
+        data="d", regime="scratch", epochs=1, batch_size=8, image_size=32, label_smoothing=0
+    )
+    loader = DataLoader(
+        train_set, batch_size=8, shuffle=True, drop_last=True, generator=torch.Generator()
+    )
+    val_loader = DataLoader(val_set, batch_size=16)
+    model = build_model("scratch", 4)
+    optimizer = create_optimizer(model, config)
+    train_one_epoch(
+        model,
+        loader,
+        optimizer,
+        loss_fn=create_loss(config, 4),
+        scheduler=create_scheduler(optimizer, config, len(loader)),
+        device="cpu",
+    )
+    update_batchnorm_statistics(
+        model, loader, num_batches=config.precise_bn_batches(len(loader)), device="cpu"
+    )
+    scored = evaluate(model, val_loader, device="cpu")
+
+    # The reference: the same weights with statistics recomputed by PyTorch's own
+    # primitive over the whole training set (scratch trains every BatchNorm layer).
+    reference = copy.deepcopy(model)
+    update_bn(DataLoader(train_set, batch_size=8, shuffle=True), reference)
+    expected = evaluate(reference, val_loader, device="cpu")
+    assert expected["acc"] >= 0.75, "the weights did not learn the task; nothing to compare"
+    assert scored["acc"] == pytest.approx(expected["acc"], abs=ACC_TOLERANCE)
+    assert scored["loss"] == pytest.approx(expected["loss"], abs=0.1)
+
+
 def _distributed_worker(rank: int, world_size: int, store: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     try:
@@ -216,17 +338,44 @@ def _distributed_worker(rank: int, world_size: int, store: str, out: str) -> Non
             loss_fn=nn.CrossEntropyLoss(),
             device="cpu",
         )
-        Path(out, f"rank{rank}.json").write_text(json.dumps({"eval": scored, "train": trained}))
+        # Two batches of 2 per rank: images 0-3 on rank 0, 6-9 on rank 1.
+        fresh = _tiny_net(3)
+        update_batchnorm_statistics(
+            fresh, DataLoader(shard, batch_size=2), num_batches=2, device="cpu"
+        )
+        statistics = {k: v.tolist() for k, v in _bn_statistics(fresh).items()}
+        Path(out, f"rank{rank}.json").write_text(
+            json.dumps({"eval": scored, "train": trained, "bn": statistics})
+        )
     finally:
         dist.destroy_process_group()
 
 
+@pytest.fixture(scope="module")
+def rank_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """What each of 2 gloo ranks measured and recomputed, from one spawn."""
+    out = tmp_path_factory.mktemp("ranks")
+    mp.spawn(_distributed_worker, args=(2, str(out / "store"), str(out)), nprocs=2)
+    return [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+
+
 @pytest.mark.slow
-def test_every_rank_returns_the_metrics_of_all_ranks(tmp_path: Path) -> None:
-    mp.spawn(_distributed_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+def test_every_rank_returns_the_metrics_of_all_ranks(rank_results: list[dict]) -> None:
     single = evaluate(_tiny_net(3), DataLoader(_images(10, 3), batch_size=4), device="cpu")
-    for rank in (0, 1):
-        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+    for result in rank_results:
         for key in ("loss", "acc", "top5"):
             assert result["eval"][key] == pytest.approx(single[key], rel=1e-6), key
         assert result["eval"]["images"] == result["train"]["images"] == 10
+
+
+@pytest.mark.slow
+def test_every_rank_holds_the_batchnorm_statistics_of_all_ranks(rank_results: list[dict]) -> None:
+    ranks = [result["bn"] for result in rank_results]
+    assert ranks[0] == ranks[1]  # identical, not merely close
+    # One process over the same four batches gives the same averages.
+    single = _tiny_net(3)
+    dataset = _images(10, 3)
+    batches = [dataset[i : i + 2] for i in (0, 2, 6, 8)]
+    update_batchnorm_statistics(single, batches, num_batches=4, device="cpu")
+    for key, value in _bn_statistics(single).items():
+        assert torch.tensor(ranks[0][key]) == pytest.approx(value, rel=1e-5, abs=1e-6), key

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from cars.config import ConfigError, TrainConfig
-from cars.engine import train_one_epoch
+from cars.engine import train_one_epoch, update_batchnorm_statistics
 from cars.model import (
     XCEPTION_BLOCKS,
     EvalBatchNorm2d,
@@ -165,6 +165,20 @@ def test_training_leaves_the_frozen_part_bit_identical() -> None:
             assert param.grad is None, f"frozen {name} got a gradient"
         else:
             assert param.grad is not None, f"trainable {name} got no gradient"
+
+
+def test_precise_statistics_leave_the_frozen_part_bit_identical() -> None:
+    torch.manual_seed(0)
+    model = build_model("finetune", 3, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images = [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])) for _ in range(2)]
+    update_batchnorm_statistics(model, images, num_batches=2, device="cpu")
+    after = model.state_dict()
+    for key, value in before.items():
+        if not key.startswith(("bn3.", "bn4.")):
+            assert torch.equal(after[key], value), f"{key} changed"
+        elif "running" in key:
+            assert not torch.equal(after[key], value), f"trainable {key} was not recomputed"
 
 
 def test_model_predicts_one_score_per_class() -> None:

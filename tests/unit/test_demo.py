@@ -1,0 +1,34 @@
+"""The demo's data: a target set and a disjoint source set, each with its own hold-out."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from cars.data import read_dataset_info
+from cars.demo import prepare_demo_data
+from cars.sweep_config import DemoSpec
+
+SPEC = DemoSpec(
+    num_classes=2,
+    train_per_class=4,
+    test_per_class=1,
+    source_classes=3,
+    source_train_per_class=10,
+    pretrain_epochs=1,
+    pretrain_lr=1e-3,
+    val_fraction=0.5,
+    source_val_fraction=0.1,
+)
+
+
+def test_target_and_source_hold_out_their_own_fractions(tmp_path: Path) -> None:
+    target, source = (read_dataset_info(d) for d in prepare_demo_data(SPEC, 0, root=tmp_path))
+    assert (target.counts["train"], target.counts["val"]) == (4, 4)
+    assert (source.counts["train"], source.counts["val"]) == (27, 3)
+    assert not set(target.class_names) & set(source.class_names)
+
+
+def test_source_holds_out_the_targets_fraction_by_default(tmp_path: Path) -> None:
+    _, source = prepare_demo_data(replace(SPEC, source_val_fraction=None), 0, root=tmp_path)
+    assert read_dataset_info(source).counts["val"] == 15
