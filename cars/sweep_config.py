@@ -29,12 +29,7 @@ DEMO_SOURCE_WEIGHTS = "demo-source"
 
 @dataclass(frozen=True)
 class DemoSpec:
-    """The built-in synthetic data set and source pretraining of the demo presets.
-
-    ``train_per_class`` images of each target class are split into training and
-    ``val_fraction`` validation; the source set holds out ``source_val_fraction``
-    (by default ``val_fraction``): its validation only picks the source checkpoint.
-    """
+    """The built-in synthetic data set and source pretraining of the demo presets."""
 
     num_classes: int
     train_per_class: int
@@ -44,7 +39,6 @@ class DemoSpec:
     pretrain_epochs: int
     pretrain_lr: float
     val_fraction: float
-    source_val_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -259,21 +253,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "gradcam_images": 8,
         "confirm": 0,
         "weights": DEMO_SOURCE_WEIGHTS,
-        # Transfer to a small target set, as in the study: 12 training images per
-        # target class, and a source task with five times as many per class to learn
-        # features from. Half the target's images are held out, and the test set is
-        # as large, so that validation and test compare the regimes on 96 and 192
-        # images rather than on a noisy handful.
         "demo": DemoSpec(
             num_classes=8,
-            train_per_class=24,
-            test_per_class=24,
+            train_per_class=32,
+            test_per_class=10,
             source_classes=10,
-            source_train_per_class=64,
+            source_train_per_class=48,
             pretrain_epochs=3,
             pretrain_lr=2e-3,
-            val_fraction=0.5,
-            source_val_fraction=0.1,
+            val_fraction=0.2,
         ),
     },
     "full": {
