@@ -29,7 +29,12 @@ DEMO_SOURCE_WEIGHTS = "demo-source"
 
 @dataclass(frozen=True)
 class DemoSpec:
-    """The built-in synthetic data set and source pretraining of the demo presets."""
+    """The built-in synthetic data set and source pretraining of the demo presets.
+
+    ``train_per_class`` images of each target class are split into training and
+    ``val_fraction`` validation; the source set holds out ``source_val_fraction``
+    (by default ``val_fraction``): its validation only picks the source checkpoint.
+    """
 
     num_classes: int
     train_per_class: int
@@ -39,6 +44,7 @@ class DemoSpec:
     pretrain_epochs: int
     pretrain_lr: float
     val_fraction: float
+    source_val_fraction: float | None = None
 
 
 @dataclass(frozen=True)
