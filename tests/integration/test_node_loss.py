@@ -3,8 +3,8 @@
 A real multi-node Ray on this machine (``ray.cluster_utils.Cluster``): a head
 that cannot hold a trial, and a worker node that runs everything of the trial
 (its Tune driver, Ray Train's controller, the workers). A second worker node
-joins after the first epoch, then the first node is removed in the middle of
-the next epoch, as a cloud would lose a machine.
+joins once the trial runs, then the first node is removed in the middle of the
+second epoch, as a cloud would lose a machine.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
@@ -78,7 +79,7 @@ def _file_times(run: Path) -> dict[Path, float]:
 
 
 class NodeLoss:
-    """Adds a second node after the first epoch, then removes the first one mid-epoch."""
+    """Adds a second node once the trial runs, then removes the first one mid-epoch."""
 
     def __init__(self, cluster: Cluster, first: object, sweep_dir: Path) -> None:
         self.cluster, self.first, self.sweep_dir = cluster, first, sweep_dir
@@ -92,11 +93,14 @@ class NodeLoss:
 
     def _run(self) -> None:
         try:
-            run = self._wait_for_first_epoch()
-            self.cluster.add_node(num_cpus=2, memory=2048 * MiB)
             first_id = self.first.node_id
-            alive = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-            self.lost_actors = {a.class_name for a in alive if a.node_id == first_id}
+            # The replacement joins once the trial's workers hold the first node,
+            # so that the whole trial runs there until it is lost.
+            self._wait_for(lambda: "RayTrainWorker" in self._actors_on(first_id), "the workers")
+            self.cluster.add_node(num_cpus=2, memory=2048 * MiB)
+            run = self._wait_for(self._first_recorded_run, "the first checkpoint")
+            time.sleep(1.0)  # into the next epoch
+            self.lost_actors = self._actors_on(first_id)
             self.epochs_before = _recorded_epochs(run)
             self.files_before = _file_times(run)
             latest = run / f"epoch-{self.epochs_before[-1]:04d}"
@@ -106,14 +110,21 @@ class NodeLoss:
         except BaseException as err:  # reported by the test
             self.error = err
 
-    def _wait_for_first_epoch(self) -> Path:
+    def _actors_on(self, node_id: str) -> set[str]:
+        alive = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+        return {actor.class_name for actor in alive if actor.node_id == node_id}
+
+    def _first_recorded_run(self) -> Path | None:
+        return next((r for r in self.sweep_dir.glob("train-*") if _recorded_epochs(r)), None)
+
+    def _wait_for(self, found: Callable[[], Any], what: str) -> Any:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            for run in self.sweep_dir.glob("train-*"):
-                if _recorded_epochs(run):
-                    return run
-            time.sleep(0.2)
-        raise TimeoutError("no epoch was recorded")
+            value = found()
+            if value:
+                return value
+            time.sleep(0.5)
+        raise TimeoutError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
