@@ -61,7 +61,7 @@ def test_a_crashed_worker_is_restarted_and_resumes_its_schedule(
     ray_cluster: None, prepared_set: Path, tmp_path: Path
 ) -> None:
     log, marker = tmp_path / "epochs.jsonl", tmp_path / "crashed"
-    config = _config(prepared_set, epochs=3, checkpoints_to_keep=3)
+    config = _config(prepared_set, epochs=3, checkpoints_to_keep=3, image_size=32)
     result = run_training(
         config,
         storage_path=str(tmp_path),
