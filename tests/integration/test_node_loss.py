@@ -111,7 +111,10 @@ class NodeLoss:
             self.error = err
 
     def _actors_on(self, node_id: str) -> set[str]:
-        alive = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+        try:
+            alive = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+        except Exception:  # the state API is still starting
+            return set()
         return {actor.class_name for actor in alive if actor.node_id == node_id}
 
     def _first_recorded_run(self) -> Path | None:
