@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -88,27 +88,24 @@ class NodeLoss:
         self.files_before: dict[Path, float] = {}
         self.history_before: list[dict] = []
         self.lost_actors: set[str] = set()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        try:
-            first_id = self.first.node_id
-            # The replacement joins once the trial's workers hold the first node,
-            # so that the whole trial runs there until it is lost.
-            self._wait_for(lambda: "RayTrainWorker" in self._actors_on(first_id), "the workers")
-            self.cluster.add_node(num_cpus=2, memory=2048 * MiB)
-            run = self._wait_for(self._first_recorded_run, "the first checkpoint")
-            time.sleep(1.0)  # into the next epoch
-            self.lost_actors = self._actors_on(first_id)
-            self.epochs_before = _recorded_epochs(run)
-            self.files_before = _file_times(run)
-            latest = run / f"epoch-{self.epochs_before[-1]:04d}"
-            self.history_before = read_history(str(latest))
-            self.removed_at = time.time()
-            self.cluster.remove_node(self.first, allow_graceful=False)
-        except BaseException as err:  # reported by the test
-            self.error = err
+    def run(self) -> None:
+        """Add the replacement, then remove the first node (in the main thread: starting
+        a node installs signal handlers)."""
+        first_id = self.first.node_id
+        # The replacement joins once the trial's workers hold the first node,
+        # so that the whole trial runs there until it is lost.
+        self._wait_for(lambda: "RayTrainWorker" in self._actors_on(first_id), "the workers")
+        self.cluster.add_node(num_cpus=2, memory=2048 * MiB)
+        run = self._wait_for(self._first_recorded_run, "the first checkpoint")
+        time.sleep(1.0)  # into the next epoch
+        self.lost_actors = self._actors_on(first_id)
+        self.epochs_before = _recorded_epochs(run)
+        self.files_before = _file_times(run)
+        latest = run / f"epoch-{self.epochs_before[-1]:04d}"
+        self.history_before = read_history(str(latest))
+        self.removed_at = time.time()
+        self.cluster.remove_node(self.first, allow_graceful=False)
 
     def _actors_on(self, node_id: str) -> set[str]:
         try:
@@ -148,12 +145,11 @@ def survived(
         gradcam_images=2,
     )
     loss = NodeLoss(*cluster, storage / "node-loss")
-    loss.thread.start()
-    outcome = run_sweep(config)
-    loss.thread.join(timeout=60)
-    if loss.error is not None:
-        raise loss.error
-    return outcome, loss
+    # Tune runs in a thread (it supports that); the main thread loses the node.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        sweep = pool.submit(run_sweep, config)
+        loss.run()
+        return sweep.result(timeout=600), loss
 
 
 def test_everything_of_the_trial_ran_on_the_lost_node(survived: tuple[SweepOutcome, NodeLoss]):
