@@ -286,7 +286,11 @@ def create_sweep_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-concurrent-trials", type=int, help="default: as many as the cluster's resources hold"
     )
-    run.add_argument("--max-failures", type=int)
+    run.add_argument(
+        "--max-failures",
+        type=int,
+        help="restarts of a trial's crashed worker group, and of a trial lost with its node",
+    )
     run.add_argument(
         "--precise-bn-samples",
         type=int,

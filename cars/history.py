@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
+
 from cars.storage import exists, join_path, read_text, write_text
 
 HISTORY_FILE = "history.json"
@@ -29,3 +31,17 @@ def read_history(directory: str | Path) -> list[dict[str, Any]]:
     if not exists(path):
         return []
     return list(json.loads(read_text(path)))
+
+
+def read_checkpoint_history(checkpoint: Any) -> list[dict[str, Any]]:
+    """The epochs recorded with a Ray Train ``Checkpoint``, wherever it is stored.
+
+    Read through the checkpoint's own filesystem: its ``path`` carries no scheme
+    (an S3 checkpoint's is ``bucket/key``), so it is not a local path.
+    """
+    filesystem: pyarrow.fs.FileSystem = checkpoint.filesystem
+    path = f"{checkpoint.path.rstrip('/')}/{HISTORY_FILE}"
+    if filesystem.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+        return []
+    with filesystem.open_input_stream(path) as f:
+        return list(json.loads(f.read().decode()))

@@ -22,11 +22,12 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from cars.config import METRIC, MODE, TrainConfig
+from cars.history import read_checkpoint_history
 from cars.resources import DRIVER_RESOURCES, TrialResources, plan_trial_resources
 from cars.scheduler import RegimeASHAScheduler, trial_regime
 from cars.storage import exists, join_path, read_text, write_text
 from cars.sweep_config import SweepConfig
-from cars.train import create_trainer
+from cars.train import create_trainer, read_train_result
 
 logger = logging.getLogger(__name__)
 
@@ -119,13 +120,34 @@ def train_driver_fn(config: dict[str, Any], base: dict[str, Any], train_storage:
         train_storage: where the sweep's Train runs live.
     """
     trial_id = ray.tune.get_context().get_trial_id()
+    train_config = trial_train_config(config, base)
+    name = train_run_name(trial_id)
+    finished = read_finished_run(join_path(train_storage, name), train_config.epochs)
+    if finished is not None:
+        # The Train run ended before Tune recorded it (the sweep was stopped in
+        # between): fitting again would report nothing, so hand Tune the epochs
+        # the run recorded instead of training again.
+        for metrics in finished:
+            ray.tune.report(metrics)
+        return
     trainer = create_trainer(
-        trial_train_config(config, base),
+        train_config,
         storage_path=train_storage,
-        name=train_run_name(trial_id),
+        name=name,
         callbacks=[TuneReportCallback()],
     )
     trainer.fit()
+
+
+def read_finished_run(path: str, epochs: int) -> list[dict[str, Any]] | None:
+    """The epochs of the Train run at ``path`` if it ran all ``epochs``; else ``None``."""
+    result = read_train_result(path)
+    if result is None or result.checkpoint is None:
+        return None
+    history = read_checkpoint_history(result.checkpoint)
+    if not history or history[-1]["epoch"] < epochs:
+        return None
+    return history
 
 
 def _trial_name(trial: Any) -> str:
@@ -162,7 +184,14 @@ def create_tuner(sweep: SweepConfig, resources: TrialResources) -> ray.tune.Tune
             trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name,
         ),
-        run_config=ray.tune.RunConfig(name=sweep.name, storage_path=sweep.storage, verbose=1),
+        run_config=ray.tune.RunConfig(
+            name=sweep.name,
+            storage_path=sweep.storage,
+            # A trial whose driver (with its Train controller) was on a lost node
+            # starts again elsewhere; its Train run resumes from its checkpoint.
+            failure_config=ray.tune.FailureConfig(max_failures=sweep.max_failures),
+            verbose=1,
+        ),
     )
 
 

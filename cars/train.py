@@ -8,7 +8,7 @@ workers, from :mod:`cars.train_loop`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ray.train
@@ -39,6 +39,7 @@ def create_trainer(
     name: str,
     callbacks: Sequence[Any] = (),
     worker_env: Mapping[str, str] | None = None,
+    train_fn: Callable[[dict[str, Any]], None] = train_fn_per_worker,
 ) -> ray.train.torch.TorchTrainer:
     """A ``TorchTrainer`` for one run of ``config``.
 
@@ -49,12 +50,14 @@ def create_trainer(
             from its latest checkpoint.
         callbacks: Ray Train callbacks, e.g. Tune's ``TuneReportCallback``.
         worker_env: extra environment variables for the training workers.
+        train_fn: the function every worker runs with ``config.to_dict()``; tests
+            pass one that wraps :func:`train_fn_per_worker` to inject faults.
     """
     resources = {"CPU": config.cpus_per_worker}
     if config.use_gpu:
         resources["GPU"] = 1
     return ray.train.torch.TorchTrainer(
-        train_fn_per_worker,
+        train_fn,
         train_loop_config=config.to_dict(),
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.num_workers,
@@ -83,9 +86,12 @@ def run_training(
     storage_path: str,
     name: str,
     worker_env: Mapping[str, str] | None = None,
+    train_fn: Callable[[dict[str, Any]], None] = train_fn_per_worker,
 ) -> ray.train.Result:
     """Run one training run on the current Ray cluster and return its result."""
-    trainer = create_trainer(config, storage_path=storage_path, name=name, worker_env=worker_env)
+    trainer = create_trainer(
+        config, storage_path=storage_path, name=name, worker_env=worker_env, train_fn=train_fn
+    )
     return trainer.fit()
 
 

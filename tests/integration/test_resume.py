@@ -15,7 +15,7 @@ import pytest
 from job_runner import job_command, job_env, run_job
 
 from cars.report.results import read_sweep_results
-from cars.train import TRAIN_SNAPSHOT_FILE
+from cars.train import TRAIN_SNAPSHOT_FILE, read_train_result
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +39,15 @@ def _trial_statuses(sweep_dir: Path) -> dict[str, str]:
     except (json.JSONDecodeError, KeyError):
         return {}  # caught mid-write
     return {t["trial_id"]: t["status"] for t in (json.loads(data) for data, _ in trials)}
+
+
+def _last_recorded_epoch(run: Path) -> int:
+    """The epoch of the last checkpoint Ray Train recorded for a run; 0 if none yet."""
+    try:
+        result = read_train_result(str(run))
+    except Exception:  # its snapshot caught mid-write
+        return 0
+    return 0 if result is None else int(result.metrics.get("epoch", 0))
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -91,6 +100,10 @@ def test_killed_sweep_resumes_where_it_stopped(prepared_set: Path, tmp_path: Pat
     finished_rows = _reported_epochs(finished)
     finished_run = sweep_dir / f"train-{finished.name.split('_', 1)[1]}"
     finished_files = {p: p.stat().st_mtime for p in finished_run.rglob("*") if p.is_file()}
+    interrupted_run = sweep_dir / f"train-{interrupted.name.split('_', 1)[1]}"
+    last_checkpoint = read_train_result(str(interrupted_run))
+    assert last_checkpoint is not None
+    last_epoch = last_checkpoint.metrics["epoch"]
 
     # The report of the interrupted sweep is written from what is there, and says
     # which trial is unfinished.
@@ -122,12 +135,73 @@ def test_killed_sweep_resumes_where_it_stopped(prepared_set: Path, tmp_path: Pat
         finished_files
     )
     # The interrupted trial continued from its checkpoint: Tune's log of the
-    # restarted driver begins after epoch 1, and the whole curve is still there.
+    # restarted driver begins right after it, and the whole curve is still there.
     after_restore = _reported_epochs(interrupted)
-    assert after_restore[0] > 1
-    assert after_restore[-1] == EPOCHS
+    assert after_restore == list(range(last_epoch + 1, EPOCHS + 1))
     results = read_sweep_results(str(sweep_dir))
     trial_id = interrupted.name.split("_", 1)[1]
     curve = results.epochs[results.epochs["trial_id"] == trial_id]
     assert list(curve["epoch"]) == list(range(1, EPOCHS + 1))
     assert set(results.trials["status"]) == {"finished"}
+
+
+def test_a_sweep_killed_before_tune_recorded_a_finished_trial_resumes(
+    prepared_set: Path, tmp_path: Path
+) -> None:
+    """Killed after a trial's Train run ended but before Tune saved it as finished."""
+    storage = tmp_path / "runs"
+    sweep_dir = storage / "recorded"
+    args = [
+        "--data", str(prepared_set), "--preset", "smoke", "--regimes", "frozen", "finetune",
+        "--weights", "none", "--epochs", "2", "--image-size", "32", "--num-workers", "1",
+        "--max-concurrent-trials", "1", "--storage", str(storage), "--name", "recorded",
+        "--no-report",
+    ]  # fmt: skip
+    log = (tmp_path / "first.log").open("w")
+    # Tune saves its state every few seconds; saving it less often keeps a
+    # periodic save from landing between the run's end and the kill.
+    driver = subprocess.Popen(
+        job_command("sweep", args),
+        cwd=tmp_path,
+        env=job_env(TUNE_GLOBAL_CHECKPOINT_S="3600"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+
+        def a_train_run_ended() -> bool:
+            # Ray Train has recorded the last epoch's checkpoint; Tune learns of
+            # the trial's end only after the run's controller has shut down.
+            return any(_last_recorded_epoch(run) == 2 for run in sweep_dir.glob("train-*"))
+
+        _wait_for(a_train_run_ended, 300, "the first trial's last epoch")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+        log.close()
+
+    finished_run = next(r for r in sweep_dir.glob("train-*") if _last_recorded_epoch(r) == 2)
+    finished_id = finished_run.name.split("-", 1)[1]
+    finished = next(sweep_dir.glob(f"f*_{finished_id}"))
+    assert _trial_statuses(sweep_dir)[finished_id] != "TERMINATED", "Tune recorded the trial"
+    assert (finished_run / "epoch-0002").is_dir()
+    finished_files = {p: p.stat().st_mtime for p in finished_run.rglob("*") if p.is_file()}
+
+    resumed = run_job(
+        "sweep", ["--resume", "--name", "recorded", "--storage", str(storage), "--no-report"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    # The finished trial handed Tune its recorded epochs without training again.
+    assert _trial_statuses(sweep_dir)[finished_id] == "TERMINATED"
+    assert _reported_epochs(finished) == [1, 2]
+    assert {p: p.stat().st_mtime for p in finished_run.rglob("*") if p.is_file()} == (
+        finished_files
+    )
+    # The other trial ran to its end, and the sweep reads as complete.
+    results = read_sweep_results(str(sweep_dir))
+    assert set(results.trials["status"]) == {"finished"}
+    assert len(results.trials) == 2
+    assert results.epochs.groupby("trial_id")["epoch"].apply(list).tolist() == [[1, 2], [1, 2]]

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from faults import WatchedWorker, epochs_by_process, read_epoch_log
 
 from cars.checkpoint import load_checkpoint
 from cars.config import METRIC, TrainConfig
+from cars.history import read_history
 from cars.optim import WarmupCosine
 from cars.train import run_training
-from cars.train_loop import FAULT_EPOCH_ENV, FAULT_MARKER_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -59,21 +60,29 @@ def test_two_worker_run_reports_every_epoch_with_a_checkpoint(
 def test_a_crashed_worker_is_restarted_and_resumes_its_schedule(
     ray_cluster: None, prepared_set: Path, tmp_path: Path
 ) -> None:
-    marker = tmp_path / "crashed"
-    config = _config(prepared_set, epochs=3, checkpoints_to_keep=3)
+    log, marker = tmp_path / "epochs.jsonl", tmp_path / "crashed"
+    config = _config(prepared_set, epochs=3, checkpoints_to_keep=3, image_size=32)
     result = run_training(
         config,
         storage_path=str(tmp_path),
         name="crash-once",
-        worker_env={FAULT_EPOCH_ENV: "2", FAULT_MARKER_ENV: str(marker)},
+        train_fn=WatchedWorker(str(log), crash_in_epoch=2, marker=str(marker)),
     )
 
-    assert marker.exists(), "the fault switch never fired"
+    assert marker.exists(), "the worker never crashed"
+    crashed_at = float(marker.read_text())
     assert result.error is None
     assert result.metrics["epoch"] == 3
-    # Resumed at epoch 2 from epoch 1's checkpoint: no epoch ran twice.
+    # Two worker groups: the first finished epoch 1 and died in the middle of
+    # epoch 2; the second began at epoch 2, after the last checkpoint, so no
+    # finished epoch ran twice.
+    assert epochs_by_process(read_epoch_log(log), rank=0) == [[1], [2, 3]]
+    assert epochs_by_process(read_epoch_log(log), rank=1) == [[1], [2, 3]]
+    # Every checkpoint is kept, and epoch 1's was not written again after the crash.
     reported = sorted(metrics["epoch"] for _, metrics in result.best_checkpoints)
     assert reported == [1, 2, 3]
+    first = next(Path(c.path) for c, metrics in result.best_checkpoints if metrics["epoch"] == 1)
+    assert all(f.stat().st_mtime < crashed_at for f in first.iterdir())
 
     # The learning-rate schedule continued instead of restarting: its step count
     # and the last epoch's rate are those of an uninterrupted run.
@@ -83,3 +92,5 @@ def test_a_crashed_worker_is_restarted_and_resumes_its_schedule(
     schedule = WarmupCosine(steps_per_epoch, 3 * steps_per_epoch, config.min_lr_ratio)
     expected_lr = config.lr * schedule(3 * steps_per_epoch)
     assert result.metrics["lr"] == pytest.approx(expected_lr)
+    # The whole curve survived the restart, once per epoch.
+    assert [row["epoch"] for row in read_history(result.checkpoint.path)] == [1, 2, 3]

@@ -1,0 +1,99 @@
+"""Test-only worker functions: the real training loop, watched, and crashed once on request.
+
+A :class:`WatchedWorker` is passed to ``run_training(..., train_fn=...)`` in place
+of ``train_fn_per_worker``. Every worker process appends a line per reported
+epoch to a log (its pid, rank and the epoch), so a test can tell at which epoch
+each worker group started; on request the last rank kills its own process in
+the middle of an epoch, once (a marker file remembers), as a crashed node or
+an out-of-memory kill would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray.cloudpickle
+
+
+@dataclass(frozen=True)
+class WatchedWorker:
+    """``train_fn_per_worker`` with an epoch log and an optional crash.
+
+    Args:
+        log: the file every worker appends its reported epochs to (JSON lines).
+        crash_in_epoch: the epoch (1-based) of the first worker group in whose
+            middle the last rank dies; ``None`` for no crash.
+        marker: the file that records the crash, so that it happens once.
+    """
+
+    log: str
+    crash_in_epoch: int | None = None
+    marker: str | None = None
+
+    def __call__(self, loop_config: dict[str, Any]) -> None:
+        import ray.train
+
+        import cars.train_loop as loop
+        from cars.train import train_fn_per_worker
+
+        context = ray.train.get_context()
+        rank, world_size = context.get_world_rank(), context.get_world_size()
+        report, train_one_epoch = ray.train.report, loop.train_one_epoch
+        epochs_started = 0
+
+        def logged_report(metrics: dict[str, Any], **kwargs: Any) -> None:
+            record = {"pid": os.getpid(), "rank": rank, "epoch": metrics["epoch"]}
+            with Path(self.log).open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            report(metrics, **kwargs)
+
+        def crashing_epoch(model: Any, loader: Any, *args: Any, **kwargs: Any) -> Any:
+            nonlocal epochs_started
+            epochs_started += 1
+            if self._crashes_now(epochs_started, rank, world_size):
+                loader = self._die_after_one_batch(loader)
+            return train_one_epoch(model, loader, *args, **kwargs)
+
+        ray.train.report = logged_report
+        loop.train_one_epoch = crashing_epoch
+        train_fn_per_worker(loop_config)
+
+    def _crashes_now(self, epochs_started: int, rank: int, world_size: int) -> bool:
+        if self.crash_in_epoch is None or self.marker is None or rank != world_size - 1:
+            return False
+        return epochs_started == self.crash_in_epoch and not Path(self.marker).exists()
+
+    def _die_after_one_batch(self, loader: Any) -> Iterator[Any]:
+        for i, batch in enumerate(loader):
+            if i == 1:
+                Path(self.marker or "").write_text(f"{time.time()}\n")
+                os._exit(1)
+            yield batch
+
+
+def read_epoch_log(path: Path) -> list[dict[str, int]]:
+    """The lines the workers logged, in order."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def epochs_by_process(log: list[dict[str, int]], rank: int) -> list[list[int]]:
+    """The epochs each process of ``rank`` reported, one list per process, in order."""
+    runs: dict[int, list[int]] = {}
+    for record in log:
+        if record["rank"] == rank:
+            runs.setdefault(record["pid"], []).append(record["epoch"])
+    return list(runs.values())
+
+
+# The workers cannot import this module (the tests folder is not a package on
+# their path), so its classes travel to them by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
