@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import ray.data
 
 from cars.data import DATASET_FILE, DataError, read_dataset_info
@@ -84,10 +85,21 @@ def _is_image_name(path: Path) -> bool:
 def read_image_source(source: ImageSource) -> ray.data.Dataset:
     """The source's rows: ``path`` and ``bytes``, and for a split ``label`` and the box."""
     if source.split is None:
-        return ray.data.read_binary_files(
+        files = ray.data.read_binary_files(
             source.path, include_paths=True, file_extensions=list(IMAGE_EXTENSIONS)
         )
+        if not is_uri(source.path):
+            return files
+        scheme = source.path.split("://", 1)[0] + "://"
+        return files.map_batches(_with_scheme, fn_kwargs={"scheme": scheme}, batch_format="numpy")
     file = join_path(source.path, split_file(source.split))
     columns = ["image", "source_file", "label", *BBOX_FIELDS]
     dataset = ray.data.read_parquet(file, columns=columns)
     return dataset.rename_columns({"image": "bytes", "source_file": "path"})
+
+
+def _with_scheme(batch: dict[str, np.ndarray], scheme: str) -> dict[str, np.ndarray]:
+    """Give back the scheme that Ray's file listing drops (``bucket/key`` for ``s3://``)."""
+    paths = [p if "://" in p else f"{scheme}{p}" for p in batch["path"]]
+    batch["path"] = np.array(paths, dtype=object)
+    return batch
