@@ -94,7 +94,7 @@ def read_image_source(source: ImageSource) -> ray.data.Dataset:
         return files.map_batches(_with_scheme, fn_kwargs={"scheme": scheme}, batch_format="numpy")
     file = join_path(source.path, split_file(source.split))
     columns = ["image", "source_file", "label", *BBOX_FIELDS]
-    dataset = ray.data.read_parquet(file, columns=columns)
+    dataset = ray.data.read_parquet(file).select_columns(columns)
     return dataset.rename_columns({"image": "bytes", "source_file": "path"})
 
 

@@ -65,8 +65,8 @@ class PredictionOutcome:
 def plan_actor_pool(resources: Mapping[str, float], *, use_gpu: bool, cpus_per_actor: float) -> int:
     """How many model actors the cluster holds: one per GPU, or per ``cpus_per_actor`` CPUs.
 
-    On CPUs one CPU stays free for reading and decoding, which run as Ray tasks
-    beside the actors; without it the pool would starve its own input.
+    On CPUs one CPU stays free for the reading tasks; without it the pool would
+    starve its own input.
     """
     if use_gpu:
         gpus = int(resources.get("GPU", 0))
@@ -85,7 +85,7 @@ def plan_actor_pool(resources: Mapping[str, float], *, use_gpu: bool, cpus_per_a
 def classify(
     source: ImageSource, config: PredictConfig, classifier: Classifier, actors: int
 ) -> ray.data.Dataset:
-    """The lazy pipeline: read, decode in tasks, classify on an autoscaling actor pool."""
+    """The lazy pipeline: read, decode, classify on an autoscaling actor pool."""
     decoded = read_image_source(source).map_batches(
         decode_batch,
         fn_kwargs={"model_input": classifier_input(classifier)},

@@ -1,9 +1,11 @@
 """The two stages of batch prediction, as Ray Data ``map_batches`` functions.
 
-:func:`decode_batch` (Ray tasks, on CPUs) turns encoded images into model
-inputs, and a file that cannot be decoded into a row with an ``error``;
-:class:`BatchClassifier` (an actor pool, one GPU each on a GPU cluster) loads
-the model once per actor and answers each batch with its top-5 classes.
+:func:`decode_batch` turns encoded images into model inputs, and a file that
+cannot be decoded into a row with an ``error``; :class:`BatchClassifier` (an
+actor pool) loads the model once per actor and answers each batch with its
+top-5 classes. With GPU actors, decoding runs in CPU tasks beside them; CPU
+actors reserve what decoding tasks would, so Ray Data fuses the two stages and
+each actor decodes its own batches (no copy of the inputs through the object store).
 """
 
 from __future__ import annotations
@@ -117,7 +119,8 @@ class BatchClassifier:
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         """Top-5 classes and probabilities of each decoded row; error rows pass through."""
-        errors = list(batch["error"])
+        # A block whose rows all decoded holds a null column, which reaches here as NaNs.
+        errors = [e if isinstance(e, str) else None for e in batch["error"]]
         ok = np.array([e is None for e in errors], dtype=bool)
         count, names = len(errors), self.classifier.class_names
         k = min(TOP_K, len(names))

@@ -123,6 +123,10 @@ def test_the_stages_answer_as_the_reports_scoring(
     table = rows.to_pandas()
     assert table["error"].notna().tolist() == [i == 2 for i in range(16)]
     assert table.loc[2, "top5_classes"] is None and table.loc[2, "correct"] is None
+    # Between fused stages Ray Data hands a column of nulls over as NaNs.
+    nulls = {**decoded, "error": np.full(16, np.nan, dtype=np.float32)}
+    classifier_rows = BatchClassifier(str(folder), use_gpu=False, threads=1)(nulls).to_pandas()
+    assert classifier_rows["error"].isna().all() and classifier_rows["pred_class"].notna().all()
     dataset = CarsDataset(prepared_set, "test", create_transform_for("none", 32, is_training=False))
     reference = predict(model, dataset, torch.device("cpu"))
     ok = table["error"].isna().to_numpy()
