@@ -131,7 +131,8 @@ def run_prediction(config: PredictConfig) -> PredictionOutcome:
     with _output_folder(resolve_path(config.out)) as out:
         predicted.write_parquet(join_path(out, PREDICTIONS_DIR))
         outcome = _summarize(predicted, config.out, actors)
-        payload = {"model": model, "images": source.path, "split": source.split, **asdict(outcome)}
+        payload = {"model": model, "source": source.path, "split": source.split}
+        payload |= asdict(outcome)
         write_text(join_path(out, SUMMARY_FILE), json.dumps(payload, indent=2) + "\n")
         if config.gradcam:
             _write_cams(classifier, source, config.gradcam, out)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from cars.classifier import Classifier, create_eval_transform, load_classifier
 from cars.data.boxes import clip_box, expand_box, has_area
@@ -79,6 +79,8 @@ def decode_batch(batch: dict[str, np.ndarray], model_input: dict[str, Any]) -> d
             if box is not None and model_input["bbox_crop"]:
                 image = crop_to_box(image, box, model_input["bbox_margin"])
             inputs[i] = transform(image).numpy()
+        except UnidentifiedImageError:  # its message names a buffer's address, not the file
+            errors[i] = "cannot decode the image: not an image format Pillow reads"
         except Exception as err:  # any file Pillow cannot read is that row's error, not the job's
             errors[i] = f"cannot decode the image: {type(err).__name__}: {err}"
     out: dict[str, Any] = {
