@@ -3,22 +3,24 @@
 A checkpoint (``checkpoint.pt``) holds the model, optimizer and scheduler states
 with the run's epoch, config, class names and metrics, all as tensors and
 plain values, so that it loads with ``torch.load(..., weights_only=True)``: a
-checkpoint is data, never code. ``best/`` holds ``model.safetensors`` and a
-``config.json`` describing the model. Every file is written under a temporary
-name and renamed into place.
+checkpoint is data, never code. ``best/`` is a model folder in the layout timm
+writes for the Hugging Face Hub: ``model.safetensors`` and a ``config.json``
+that timm reads back. Every file is written under a temporary name and renamed
+into place.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
+from timm.models._hub import save_for_hf
 from timm.utils import unwrap_model
 from torch import nn
 
@@ -102,36 +104,47 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def save_best_weights(
     directory: str | Path, model: nn.Module, config: Mapping[str, Any], class_names: list[str]
 ) -> Path:
-    """Write a report's ``best/`` folder: ``model.safetensors`` and ``config.json``.
+    """Write a report's ``best/`` folder the way timm writes a model for the Hugging Face Hub.
 
-    ``build_model(..., weights=directory)`` loads it back. Returns the folder.
+    timm's own ``save_for_hf`` writes ``model.safetensors`` and a ``config.json``
+    with ``architecture``, ``num_classes``, ``label_names`` and a
+    ``pretrained_cfg`` of the evaluation input (size, mean, std, interpolation,
+    crop), so ``timm.create_model("local-dir:<folder>", pretrained=True)`` loads
+    it without this project; ``train_config`` records how it was trained.
+    ``build_model(..., weights=directory)`` loads it too. Returns the folder.
     """
     folder = Path(directory)
-    state = {k: v.detach().cpu().contiguous() for k, v in _state_dict_of(model).items()}
     inner = unwrap_model(model)
     if inner.num_classes != len(class_names):
         raise WeightsError(
             f"the model has a {inner.num_classes}-class head but {len(class_names)} class "
             "names were given; pass the data set's classes in label order"
         )
-    cfg = inner.pretrained_cfg
-    description = {
-        "architecture": cfg["architecture"],
-        "num_classes": inner.num_classes,
-        "class_names": [str(c) for c in class_names],
-        "mean": list(cfg["mean"]),
-        "std": list(cfg["std"]),
-        "config": to_plain(config, "config"),
-    }
-    _write_atomically(
-        folder / BEST_WEIGHTS_FILE,
-        lambda tmp: safetensors.torch.save_file(state, tmp, metadata={"format": "pt"}),
-    )
-    _write_atomically(
-        folder / BEST_CONFIG_FILE,
-        lambda tmp: Path(tmp).write_text(json.dumps(description, indent=2) + "\n"),
-    )
+    train_config = to_plain(config, "config")
+    model_config = {"label_names": [str(c) for c in class_names], "train_config": train_config}
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_for_hf(
+            inner,
+            str(staging),
+            model_config=model_config,
+            safe_serialization=True,
+            data_config=eval_data_config(inner, train_config.get("image_size")),
+        )
+        for name in (BEST_WEIGHTS_FILE, BEST_CONFIG_FILE):
+            (staging / name).replace(folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def eval_data_config(model: nn.Module, image_size: int | None) -> dict[str, Any]:
+    """The evaluation input of a model trained at ``image_size``, in timm's data-config keys."""
+    cfg = unwrap_model(model).pretrained_cfg
+    size = tuple(cfg["input_size"][1:]) if image_size is None else (image_size, image_size)
+    keys = ("interpolation", "mean", "std", "crop_pct", "crop_mode")
+    return {"input_size": (3, *size), **{k: cfg[k] for k in keys if k in cfg}}
 
 
 def _state_dict_of(model: nn.Module) -> dict[str, torch.Tensor]:

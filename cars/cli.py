@@ -24,8 +24,9 @@ from cars.config import (
     ConfigError,
     TrainConfig,
 )
-from cars.data import DataError
+from cars.data import SPLITS, DataError
 from cars.paths import REPORTS_DIR, RUNS_DIR, resolve_path
+from cars.prediction.config import PredictConfig
 from cars.resources import ResourceError
 from cars.sweep_config import PRESETS, SweepConfig, create_sweep_config
 
@@ -390,4 +391,49 @@ def parse_report_args(argv: Sequence[str] | None = None) -> ReportJob:
         sweep=resolve_path(args.sweep),
         reports=resolve_path(args.reports),
         gradcam_images=args.gradcam_images,
+    )
+
+
+def parse_predict_args(argv: Sequence[str] | None = None) -> PredictConfig:
+    """Parse ``jobs/predict.py``'s command line."""
+    parser = argparse.ArgumentParser(
+        prog="jobs/predict.py",
+        description="Classify images with a trained model, as a Ray Data job; write Parquet.",
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a report's best/ folder, a checkpoint folder, or any folder timm loads",
+    )
+    parser.add_argument(
+        "--images",
+        required=True,
+        help="a folder of images (searched recursively), an s3:// prefix, or a prepared data set",
+    )
+    parser.add_argument(
+        "--split", choices=SPLITS, help="with a prepared data set: the split (default: test)"
+    )
+    parser.add_argument(
+        "--out", required=True, help="new folder or URI: predictions/ (Parquet), summary.json"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    gpu = parser.add_mutually_exclusive_group()
+    gpu.add_argument("--gpu", dest="use_gpu", action="store_true", help="one GPU per actor")
+    gpu.add_argument("--cpu", dest="use_gpu", action="store_false", help="CPU actors (default)")
+    parser.add_argument(
+        "--cpus-per-actor", type=float, default=1.0, help="CPUs (torch threads) per CPU actor"
+    )
+    parser.add_argument(
+        "--gradcam", type=int, default=0, metavar="N", help="also draw Grad-CAMs of N images"
+    )
+    args = parser.parse_args(argv)
+    return PredictConfig(
+        model=resolve_path(args.model),
+        images=resolve_path(args.images),
+        out=resolve_path(args.out),
+        split=args.split,
+        use_gpu=args.use_gpu,
+        batch_size=args.batch_size,
+        cpus_per_actor=args.cpus_per_actor,
+        gradcam=args.gradcam,
     )

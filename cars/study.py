@@ -20,7 +20,13 @@ from cars.report import write_report
 from cars.runtime import init_ray
 from cars.scheduler import trial_regime
 from cars.storage import exists, join_path
-from cars.sweep import SWEEP_CONFIG_FILE, SweepOutcome, resume_sweep, run_sweep
+from cars.sweep import (
+    SWEEP_CONFIG_FILE,
+    SweepOutcome,
+    resume_sweep,
+    run_sweep,
+    tensorboard_command,
+)
 from cars.sweep_config import DEMO_SOURCE_WEIGHTS
 from cars.train import run_training
 
@@ -94,6 +100,7 @@ def run_study(job: SweepJob) -> StudyOutcome:
     if job.resume:
         path = find_sweep(job.storage, job.name)
         print(f"Resuming the sweep in {path}")
+        print(f"Live learning curves: {tensorboard_command(path)}", flush=True)
         outcome = resume_sweep(path)
     else:
         assert job.sweep is not None
@@ -108,6 +115,7 @@ def run_study(job: SweepJob) -> StudyOutcome:
             read_dataset_info(sweep.data)  # a clear error now if it is not a prepared set
         if sweep.weights not in (None, DEMO_SOURCE_WEIGHTS):
             check_weights(sweep.weights)
+        print(f"Live learning curves: {tensorboard_command(path)}", flush=True)
         if sweep.data is None:
             demo = prepare_demo(sweep)
             print(f"Demo data: {demo.data} (source classes: {demo.source_data})")

@@ -4,7 +4,9 @@ Each trial is a Tune function trainable, :func:`train_driver_fn`, that builds
 and fits a ``TorchTrainer`` whose ``TuneReportCallback`` forwards every epoch's
 metrics to Tune (Ray 2.60's Train V2 pattern; ``Tuner(trainer)`` is gone).
 The Train run is named after the trial id, so a restored sweep resumes each
-unfinished trial's Train run from its last checkpoint.
+unfinished trial's Train run from its last checkpoint. Tune's TensorBoard logger
+writes every trial's curves to ``<storage>/<sweep>/<regime>_<trial id>/`` as
+the sweep runs (``tensorboard --logdir <storage>/<sweep>``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import ray
 import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.logger import TBXLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from cars.config import METRIC, MODE, TrainConfig
@@ -34,6 +37,10 @@ logger = logging.getLogger(__name__)
 SWEEP_CONFIG_FILE = "sweep.json"
 # The confirmation stage's Tune experiment, inside the sweep's folder (cars.confirm).
 CONFIRM_DIR = "confirm"
+# Tune writes each trial's files (TensorBoard events among them) in a staging
+# folder and copies them to the storage at most every sync period, 5 minutes by
+# default: too slow to watch a sweep live. The copy is of small files.
+LIVE_SYNC_PERIOD_S = 30
 
 
 def train_run_name(trial_id: str) -> str:
@@ -191,8 +198,15 @@ def create_tuner(sweep: SweepConfig, resources: TrialResources) -> ray.tune.Tune
             # starts again elsewhere; its Train run resumes from its checkpoint.
             failure_config=ray.tune.FailureConfig(max_failures=sweep.max_failures),
             verbose=1,
+            callbacks=[TBXLoggerCallback()],
+            sync_config=ray.tune.SyncConfig(sync_period=LIVE_SYNC_PERIOD_S),
         ),
     )
+
+
+def tensorboard_command(path: str) -> str:
+    """The command that shows a sweep's learning curves, one run per trial."""
+    return f"tensorboard --logdir {path}"
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 Sources: ``imagenet`` (timm's own pretrained download), a ``.pth`` / ``.pt`` /
 ``.safetensors`` file of a timm ``legacy_xception`` state dict, a project
 checkpoint (a folder holding ``checkpoint.pt``, or that file) or a report's
-``best/`` folder (``model.safetensors`` + ``config.json``); each a local path or
-a URI (``s3://...``), which is downloaded through ``pyarrow.fs``.
+``best/`` folder (``model.safetensors`` + ``config.json``, in timm's Hugging Face
+layout or the project's earlier one); each a local path or a URI (``s3://...``),
+which is downloaded through ``pyarrow.fs``.
 
 Every ``.pth`` / ``.pt`` file is read with ``torch.load(..., weights_only=True)``: a
 checkpoint is data, never code.
@@ -177,8 +178,20 @@ def _read_best_classes(folder: Path) -> list[str] | None:
     config = folder / BEST_CONFIG_FILE
     if not config.is_file():
         return None
-    names = json.loads(config.read_text()).get("class_names")
-    return [str(c) for c in names] if isinstance(names, list) else None
+    return read_label_names(json.loads(config.read_text()))
+
+
+def read_label_names(description: Mapping[str, Any]) -> list[str] | None:
+    """The class names of a model folder's ``config.json``, in label order.
+
+    timm's layout names them ``label_names`` (a list, or a mapping from class
+    index to name); ``best/`` folders written before this project used timm's
+    layout name them ``class_names``.
+    """
+    names = description.get("label_names", description.get("class_names"))
+    if isinstance(names, Mapping):
+        names = [names[k] for k in sorted(names, key=int)]
+    return [str(c) for c in names] if isinstance(names, list | tuple) else None
 
 
 def apply_state_dict(

@@ -66,6 +66,10 @@ def check_length(values: Sequence[object], count: int, name: str) -> list:
     return values
 
 
+# The true class shown for an image whose label is not known.
+UNKNOWN_CLASS = "unknown"
+
+
 def draw_image(ax: Axes, image: np.ndarray, box: np.ndarray, cam: np.ndarray | None = None) -> None:
     """The image (with the CAM over it, if given) and the true box; pixel edges on integers.
 
@@ -104,7 +108,12 @@ def draw_image(ax: Axes, image: np.ndarray, box: np.ndarray, cam: np.ndarray | N
 
 
 def prediction_caption(true_name: str, pred_name: str, confidence: float) -> tuple[str, str]:
-    """The caption text (marked ✓/✗, not by colour alone) and its colour."""
+    """The caption text (marked ✓/✗, not by colour alone) and its colour.
+
+    An image whose true class is unknown is neither right nor wrong.
+    """
+    if true_name == UNKNOWN_CLASS:
+        return f"predicted {shorten_name(pred_name)} ({confidence:.0%})", "black"
     correct = true_name == pred_name
     mark, verdict = (CORRECT_MARK, "correct") if correct else (WRONG_MARK, "wrong")
     text = f"{mark} {verdict}: predicted {shorten_name(pred_name)} ({confidence:.0%})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -44,7 +45,9 @@ def ray_head() -> Iterator[str]:
         )
 
 
-def test_smoke_demo_submitted_with_the_ray_jobs_cli(ray_head: str, tmp_path: Path) -> None:
+def test_smoke_demo_and_its_prediction_submitted_with_the_ray_jobs_cli(
+    ray_head: str, tmp_path: Path
+) -> None:
     env = job_env(RAY_AUTH_MODE="token")
     refused = subprocess.run(
         ["ray", "job", "list", "--address", ray_head],
@@ -72,6 +75,25 @@ def test_smoke_demo_submitted_with_the_ray_jobs_cli(ray_head: str, tmp_path: Pat
     summary = (report / "summary.md").read_text()
     assert "standing in for ImageNet" in summary
     assert (tmp_path / "runs" / "submitted" / "sweep.json").is_file()
+
+    # The sweep's best model classifies its test split as a Ray Data job on the same cluster.
+    data = json.loads((tmp_path / "runs" / "submitted" / "sweep.json").read_text())["data"]
+    predicted = subprocess.run(
+        [
+            "ray", "job", "submit", "--address", ray_head, "--",
+            "python", "jobs/predict.py", "--model", str(report / "best"), "--images", data,
+            "--split", "test", "--out", str(tmp_path / "predicted"),
+        ],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    output = predicted.stdout + predicted.stderr
+    assert predicted.returncode == 0, output[-4000:]
+    regimes = pd.read_parquet(report / "regimes.parquet")
+    test_acc = regimes.loc[regimes["best_overall"], "test_acc"].iloc[0]
+    assert f"accuracy {test_acc:.4f}" in output
+    assert f"Predictions: {tmp_path / 'predicted'}/predictions" in output
+    rows = pd.read_parquet(tmp_path / "predicted" / "predictions")
+    assert len(rows) == regimes.loc[regimes["best_overall"], "test_images"].iloc[0]
 
 
 def test_train_job_prints_each_epoch_and_where_results_went(

@@ -185,13 +185,56 @@ def test_checkpoint_of_other_classes_gets_a_fresh_head(
 def test_best_folder_holds_safetensors_and_config_and_loads(
     tmp_path: Path, source: nn.Module
 ) -> None:
-    folder = save_best_weights(tmp_path / "best", source, {"lr": 0.01}, SOURCE_CLASSES)
+    folder = save_best_weights(
+        tmp_path / "best", source, {"lr": 0.01, "image_size": 48}, SOURCE_CLASSES
+    )
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     description = json.loads((folder / "config.json").read_text())
     assert description["architecture"] == "legacy_xception"
-    assert description["class_names"] == SOURCE_CLASSES
-    assert description["mean"] == [0.5, 0.5, 0.5]
-    assert description["config"] == {"lr": 0.01}
+    assert description["num_classes"] == 5
+    assert description["label_names"] == SOURCE_CLASSES
+    pretrained_cfg = description["pretrained_cfg"]
+    assert pretrained_cfg["input_size"] == [3, 48, 48]
+    assert pretrained_cfg["mean"] == pretrained_cfg["std"] == [0.5, 0.5, 0.5]
+    assert pretrained_cfg["interpolation"] == "bicubic"
+    assert pretrained_cfg["crop_pct"] == timm.get_pretrained_cfg("legacy_xception").crop_pct
+    assert description["train_config"] == {"lr": 0.01, "image_size": 48}
+    assert read_weights(folder).class_names == SOURCE_CLASSES
+    model = build_model("finetune", 5, weights=folder, class_names=SOURCE_CLASSES)
+    _assert_same_backbone(model, source)
+    _assert_same_head(model, source)
+
+
+def test_best_folder_loads_in_timm_alone_with_its_class_names(
+    tmp_path: Path, source: nn.Module
+) -> None:
+    frozen = build_model("frozen", 5, class_names=SOURCE_CLASSES)
+    frozen.load_state_dict(source.state_dict())
+    folder = save_best_weights(tmp_path / "best", frozen, {"image_size": 40}, SOURCE_CLASSES)
+    loaded = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert loaded.pretrained_cfg["label_names"] == SOURCE_CLASSES
+    assert timm.data.resolve_data_config({}, model=loaded)["input_size"] == (3, 40, 40)
+    inputs = torch.randn(3, 3, 40, 40)
+    with torch.no_grad():
+        assert torch.equal(loaded(inputs), source.eval()(inputs))
+
+
+def test_best_folder_of_the_earlier_layout_still_loads(tmp_path: Path, source: nn.Module) -> None:
+    folder = tmp_path / "best"
+    folder.mkdir()
+    safetensors.torch.save_file(
+        {k: v.contiguous() for k, v in source.state_dict().items()},
+        folder / "model.safetensors",
+    )
+    earlier = {
+        "architecture": "legacy_xception",
+        "num_classes": 5,
+        "class_names": SOURCE_CLASSES,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "config": {"regime": "finetune", "image_size": 64},
+    }
+    (folder / "config.json").write_text(json.dumps(earlier))
     assert read_weights(folder).class_names == SOURCE_CLASSES
     model = build_model("finetune", 5, weights=folder, class_names=SOURCE_CLASSES)
     _assert_same_backbone(model, source)
