@@ -96,6 +96,19 @@ def _trial_name(trial: Any) -> str:
     return f"confirm_{trial.config['regime']}_{trial.trial_id}"
 
 
+def create_confirm_param_space(
+    winners: Mapping[str, Mapping[str, Any]], seeds: list[int]
+) -> dict[str, Any]:
+    """Every winner's configuration with every seed."""
+    param_space: dict[str, Any] = {
+        "regime": ray.tune.grid_search(list(winners)),
+        "seed": ray.tune.grid_search(seeds),
+    }
+    for key in CONFIRMED:
+        param_space[key] = ray.tune.sample_from(WinnerValue(winners, key))
+    return param_space
+
+
 def create_confirm_tuner(
     sweep: SweepConfig,
     resources: TrialResources,
@@ -104,15 +117,9 @@ def create_confirm_tuner(
     seeds: list[int],
 ) -> ray.tune.Tuner:
     """A ``Tuner`` of every winner x every seed, each run to the end, in ``confirm/``."""
-    param_space: dict[str, Any] = {
-        "regime": ray.tune.grid_search(list(winners)),
-        "seed": ray.tune.grid_search(seeds),
-    }
-    for key in CONFIRMED:
-        param_space[key] = ray.tune.sample_from(WinnerValue(winners, key))
     return ray.tune.Tuner(
         _trainable(sweep, resources, confirm_path(sweep_path)),
-        param_space=param_space,
+        param_space=create_confirm_param_space(winners, seeds),
         tune_config=ray.tune.TuneConfig(
             metric=METRIC,
             mode=MODE,
@@ -136,20 +143,23 @@ def run_confirm(sweep_path: str) -> ray.tune.ResultGrid | None:
         return None
     path = confirm_path(sweep_path)
     resources = plan_resources(sweep)
-    if ray.tune.Tuner.can_restore(path):
-        tuner = ray.tune.Tuner.restore(
-            path,
-            trainable=_trainable(sweep, resources, path),
-            resume_unfinished=True,
-            resume_errored=True,
-        )
-        return tuner.fit()
     trials = read_sweep_results(sweep_path).trials
     winners = select_winners(trials)
     if not winners:
         logger.warning("no regime has a trial with a checkpoint: nothing to confirm")
         return None
     seeds = draw_confirm_seeds(sweep, {int(s) for s in trials["seed"].dropna()})
+    if ray.tune.Tuner.can_restore(path):
+        tuner = ray.tune.Tuner.restore(
+            path,
+            trainable=_trainable(sweep, resources, path),
+            # Tune does not store the search space: trials it had not started
+            # need it to resolve their sampled values.
+            param_space=create_confirm_param_space(winners, seeds),
+            resume_unfinished=True,
+            resume_errored=True,
+        )
+        return tuner.fit()
     logger.info(
         "confirming %s with seeds %s",
         ", ".join(f"{r} ({w[CONFIRMS]})" for r, w in winners.items()),

@@ -276,6 +276,9 @@ def resume_sweep(path: str) -> SweepOutcome:
     tuner = ray.tune.Tuner.restore(
         path,
         trainable=_trainable(sweep, plan_resources(sweep), path),
+        # Tune does not store the search space; without it, trials it had not
+        # started keep their sampled values as unresolved placeholders and fail.
+        param_space=create_param_space(sweep),
         resume_unfinished=True,
         resume_errored=True,
     )
