@@ -7,6 +7,7 @@ parsers live here so that tests exercise exactly what a user types.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 import time
@@ -416,15 +417,26 @@ def parse_predict_args(argv: Sequence[str] | None = None) -> PredictConfig:
     parser.add_argument(
         "--out", required=True, help="new folder or URI: predictions/ (Parquet), summary.json"
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    # Defaults come from the config, so the two never disagree.
+    defaults = {f.name: f.default for f in dataclasses.fields(PredictConfig)}
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults["batch_size"], help="images per model call"
+    )
     gpu = parser.add_mutually_exclusive_group()
     gpu.add_argument("--gpu", dest="use_gpu", action="store_true", help="one GPU per actor")
     gpu.add_argument("--cpu", dest="use_gpu", action="store_false", help="CPU actors (default)")
     parser.add_argument(
-        "--cpus-per-actor", type=float, default=1.0, help="CPUs (torch threads) per CPU actor"
+        "--cpus-per-actor",
+        type=float,
+        default=defaults["cpus_per_actor"],
+        help="CPUs (torch threads) per CPU actor",
     )
     parser.add_argument(
-        "--gradcam", type=int, default=0, metavar="N", help="also draw Grad-CAMs of N images"
+        "--gradcam",
+        type=int,
+        default=defaults["gradcam"],
+        metavar="N",
+        help="also draw Grad-CAMs of N images",
     )
     args = parser.parse_args(argv)
     return PredictConfig(
