@@ -15,7 +15,7 @@ import pandas as pd
 from ray.tune import ExperimentAnalysis
 
 from cars.config import METRIC, MODE, REGIMES
-from cars.history import read_history
+from cars.history import read_checkpoint_history
 from cars.storage import join_path
 from cars.sweep import read_sweep_config, train_run_name
 from cars.sweep_config import SweepConfig
@@ -74,7 +74,7 @@ def read_train_run(train_path: str) -> TrainRunState:
     result = read_train_result(train_path)
     if result is None:
         return TrainRunState(None, {}, [])
-    history = read_history(checkpoint_location(result.checkpoint)) if result.checkpoint else []
+    history = read_checkpoint_history(result.checkpoint) if result.checkpoint else []
     scored = [(c, m) for c, m in result.best_checkpoints if is_number(m.get(METRIC))]
     if not scored:
         # Without a validation score (an empty val split) there is no best checkpoint,
