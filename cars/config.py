@@ -9,11 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
+# What "best" means, for epochs, checkpoints and trials alike: the highest METRIC;
+# ties, common on a small validation set, go to the lower TIE_BREAK, then to the
+# later epoch (as Ray Train keeps the later of two equal checkpoints) and to the
+# earlier trial. SCORE holds the first two in one number, for what Ray ranks.
 METRIC = "val_acc"
 MODE = "max"
+TIE_BREAK = "val_loss"
+# Reported every epoch: Ray Train keeps the checkpoints with the highest SCORE.
+SCORE = "val_score"
+# The highest SCORE of a run so far, reported every epoch: Tune ranks trials by it
+# (its progress table ranks by the latest report, which is not a run's best epoch).
+BEST_SCORE = "best_val_score"
+SCORE_MODE = "max"
+# METRIC is compared to this many decimals, so that validation sets of up to a
+# million images keep their accuracies apart and float noise cannot split a tie.
+_METRIC_DECIMALS = 6
 
 REGIMES = ("scratch", "frozen", "finetune")
 AUGMENTS = ("none", "basic", "strong")
@@ -23,6 +38,38 @@ NUM_BLOCKS = 14
 # enough for per-channel means and variances that barely move between draws, and
 # a small share of an epoch of Stanford Cars (about 7,300 training images).
 PRECISE_BN_SAMPLES = 1024
+
+
+def selection_score(metrics: Mapping[str, Any]) -> float:
+    """One epoch's METRIC and TIE_BREAK as one number, higher is better; NaN without METRIC.
+
+    The tie-break (a loss, zero or more) adds less than one step of the rounded
+    METRIC, so it orders only epochs whose METRIC is equal.
+    """
+    value, tie = _as_float(metrics.get(METRIC)), _as_float(metrics.get(TIE_BREAK))
+    if math.isnan(value):
+        return math.nan
+    sign = 1.0 if MODE == "max" else -1.0
+    tie_term = 0.0 if math.isnan(tie) else 0.1 / (1.0 + tie)
+    return sign * round(value, _METRIC_DECIMALS) + tie_term * 10.0**-_METRIC_DECIMALS
+
+
+def _as_float(value: Any) -> float:
+    """``value`` as a float; NaN for a missing value (None, pandas' NA)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def selection_scores(history: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """SCORE of a run's latest epoch and BEST_SCORE over all of ``history`` (oldest first)."""
+    scores = [selection_score(m) for m in history]
+    valid = [s for s in scores if not math.isnan(s)]
+    return {
+        SCORE: scores[-1] if scores else math.nan,
+        BEST_SCORE: max(valid, default=math.nan),
+    }
 
 
 class ConfigError(ValueError):

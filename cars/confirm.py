@@ -21,7 +21,7 @@ import pandas as pd
 import ray.tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from cars.config import METRIC, MODE
+from cars.config import BEST_SCORE, SCORE_MODE
 from cars.report.results import read_sweep_results, select_regime_bests
 from cars.resources import DRIVER_RESOURCES, TrialResources
 from cars.storage import join_path, write_text
@@ -121,8 +121,8 @@ def create_confirm_tuner(
         _trainable(sweep, resources, confirm_path(sweep_path)),
         param_space=create_confirm_param_space(winners, seeds),
         tune_config=ray.tune.TuneConfig(
-            metric=METRIC,
-            mode=MODE,
+            metric=BEST_SCORE,
+            mode=SCORE_MODE,
             search_alg=BasicVariantGenerator(max_concurrent=resources.max_concurrent_trials),
             trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name,

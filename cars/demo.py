@@ -17,13 +17,13 @@ from pathlib import Path
 
 import ray
 
-from cars.config import METRIC, MODE, TrainConfig
+from cars.config import TrainConfig
 from cars.data import prepare_synthetic
 from cars.paths import PROJECT_ROOT
 from cars.resources import plan_trial_resources
 from cars.storage import join_path
 from cars.sweep_config import DEMO_SOURCE_WEIGHTS, DemoSpec, SweepConfig
-from cars.train import checkpoint_location, read_train_result, run_training
+from cars.train import best_checkpoint, checkpoint_location, read_train_result, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,8 @@ def pretrain_source_model(sweep: SweepConfig, source_data: str) -> str:
 
 
 def _best_checkpoint_path(result: ray.train.Result) -> str:
-    checkpoint = result.get_best_checkpoint(METRIC, MODE) or result.checkpoint
+    best = best_checkpoint(result)
+    checkpoint = best[0] if best is not None else result.checkpoint
     if checkpoint is None:
         raise RuntimeError(f"the source model's run at {result.path} left no checkpoint")
     return checkpoint_location(checkpoint)

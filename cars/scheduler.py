@@ -55,11 +55,13 @@ class RegimeASHAScheduler(FIFOScheduler):
         self._regime_of: dict[str, str] = {}
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
-        """Take the metric and mode from ``TuneConfig`` unless given here."""
-        if (self._metric and metric) or (self._mode and mode):
-            return False
-        self._metric = metric or self._metric
-        self._mode = mode or self._mode
+        """Take the metric and mode from ``TuneConfig`` unless given here.
+
+        Given here, they stay: the sweep ranks trials by their best epoch so far,
+        while ASHA's rungs compare each trial's current epoch.
+        """
+        if self._metric is None:
+            self._metric, self._mode = metric, mode
         return True
 
     def _scheduler_for(self, trial: Trial) -> AsyncHyperBandScheduler:

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import ray.tune
+import pandas as pd
+import ray.train
 
 from cars.cli import ReportError, SweepJob, TrainJob
-from cars.config import METRIC, MODE
+from cars.config import METRIC
 from cars.confirm import run_confirm
 from cars.data import read_dataset_info
 from cars.demo import prepare_demo
 from cars.model import check_weights
 from cars.paths import is_uri
 from cars.report import write_report
+from cars.report.results import SWEPT, read_sweep_results, select_regime_bests
 from cars.runtime import init_ray
-from cars.scheduler import trial_regime
 from cars.storage import exists, join_path
 from cars.sweep import (
     SWEEP_CONFIG_FILE,
@@ -66,31 +67,24 @@ def find_sweep(storage: str, name: str | None) -> str:
     return str(candidates[-1].parent)
 
 
-def summarize_best_trials(results: ray.tune.ResultGrid) -> str:
-    """One line per regime: its best trial by best validation accuracy."""
-    best: dict[str, tuple[float, str]] = {}
-    for result in results:
-        if not result.config or result.metrics_dataframe is None:
-            continue
-        frame = result.metrics_dataframe
-        if METRIC not in frame:
-            continue
-        value = float(frame[METRIC].max() if MODE == "max" else frame[METRIC].min())
-        if math.isnan(value):  # an empty val split scores nothing
-            continue
-        regime = trial_regime(result.config)
-        line = ", ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in result.config.items()
-            if k != "regime" and v is not None
-        )
-        if regime not in best or value > best[regime][0]:
-            best[regime] = (value, line)
-    if not best:
+def summarize_best_trials(trials: pd.DataFrame) -> str:
+    """One line per regime: the trial the report scores (:func:`select_regime_bests`)."""
+    best = select_regime_bests(trials)
+    if best.empty:
         return f"no trial reported a {METRIC}"
     return "\n".join(
-        f"  {regime:<9} best {METRIC} {value:.4f}  ({params})"
-        for regime, (value, params) in sorted(best.items())
+        f"  {row.regime:<9} best {METRIC} {getattr(row, f'best_{METRIC}'):.4f} "
+        f"(epoch {row.best_epoch})  ({_swept_values(row._asdict())})"
+        for row in best.itertuples()
+    )
+
+
+def _swept_values(row: dict[str, Any]) -> str:
+    """A trial's drawn values other than its regime, as ``key=value`` pairs."""
+    return ", ".join(
+        f"{k}={row[k]:.3g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+        for k in SWEPT
+        if k != "regime" and not pd.isna(row[k])
     )
 
 
@@ -122,7 +116,7 @@ def run_study(job: SweepJob) -> StudyOutcome:
             print(f"Pretrained source model: {demo.weights}")
             sweep = sweep.replace(data=demo.data, weights=demo.weights)
         outcome = run_sweep(sweep)
-    summary = summarize_best_trials(outcome.results)
+    summary = summarize_best_trials(read_sweep_results(outcome.path).trials)
     print(f"\nBest trial of each regime (validation):\n{summary}")
     confirmation = run_confirm(outcome.path)
     if confirmation is not None:

@@ -24,7 +24,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.logger import TBXLoggerCallback
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from cars.config import METRIC, MODE, TrainConfig
+from cars.config import BEST_SCORE, METRIC, MODE, SCORE_MODE, TrainConfig, selection_scores
 from cars.history import read_checkpoint_history
 from cars.resources import DRIVER_RESOURCES, TrialResources, plan_trial_resources
 from cars.scheduler import RegimeASHAScheduler, trial_regime
@@ -134,8 +134,8 @@ def train_driver_fn(config: dict[str, Any], base: dict[str, Any], train_storage:
         # The Train run ended before Tune recorded it (the sweep was stopped in
         # between): fitting again would report nothing, so hand Tune the epochs
         # the run recorded instead of training again.
-        for metrics in finished:
-            ray.tune.report(metrics)
+        for epochs in range(1, len(finished) + 1):
+            ray.tune.report({**finished[epochs - 1], **selection_scores(finished[:epochs])})
         return
     trainer = create_trainer(
         train_config,
@@ -174,13 +174,17 @@ def create_tuner(sweep: SweepConfig, resources: TrialResources) -> ray.tune.Tune
         max_t=sweep.epochs,
         grace_period=sweep.grace_period,
         reduction_factor=sweep.reduction_factor,
+        metric=METRIC,
+        mode=MODE,
     )
     return ray.tune.Tuner(
         _trainable(sweep, resources, join_path(sweep.storage, sweep.name)),
         param_space=create_param_space(sweep),
         tune_config=ray.tune.TuneConfig(
-            metric=METRIC,
-            mode=MODE,
+            # Trials rank by their best epoch so far (Tune's progress table and
+            # ResultGrid rank by the latest report), as the report ranks them.
+            metric=BEST_SCORE,
+            mode=SCORE_MODE,
             scheduler=scheduler,
             # The limit goes to the generator itself: Tune ignores
             # TuneConfig.max_concurrent_trials when given a generator instance.

@@ -8,13 +8,14 @@ workers, from :mod:`cars.train_loop`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ray.train
 import ray.train.torch
 
-from cars.config import METRIC, MODE, TrainConfig
+from cars.config import SCORE, SCORE_MODE, TrainConfig, selection_score
 from cars.storage import exists, join_path, location_of
 
 # Ray Train writes this file into a run's folder at the run's first report.
@@ -70,8 +71,8 @@ def create_trainer(
             failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=config.checkpoints_to_keep,
-                checkpoint_score_attribute=METRIC,
-                checkpoint_score_order=MODE,
+                checkpoint_score_attribute=SCORE,
+                checkpoint_score_order=SCORE_MODE,
             ),
             callbacks=list(callbacks),
             worker_runtime_env={"env_vars": dict(worker_env)} if worker_env else None,
@@ -105,6 +106,20 @@ def read_train_result(path: str) -> ray.train.Result | None:
     if not exists(join_path(path, TRAIN_SNAPSHOT_FILE)):
         return None
     return ray.train.Result.from_path(path)
+
+
+def best_checkpoint(
+    result: ray.train.Result,
+) -> tuple[ray.train.Checkpoint, dict[str, Any]] | None:
+    """The kept checkpoint of a run's best epoch, with its metrics; ``None`` if none is scored.
+
+    "Best" as :func:`cars.config.selection_score` ranks epochs, ties to the later
+    epoch, as Ray Train keeps them (``Result.get_best_checkpoint`` takes the earlier).
+    """
+    scored = [(c, m) for c, m in result.best_checkpoints if not math.isnan(selection_score(m))]
+    if not scored:
+        return None
+    return max(scored, key=lambda cm: (selection_score(cm[1]), cm[1].get("epoch", 0)))
 
 
 def checkpoint_location(checkpoint: ray.train.Checkpoint) -> str:

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from cars.checkpoint import save_checkpoint
-from cars.config import METRIC, TrainConfig
+from cars.config import METRIC, TrainConfig, selection_scores
 from cars.data import CarsDataset, create_transform_for, read_dataset_info
 from cars.engine import evaluate, train_one_epoch, update_batchnorm_statistics
 from cars.history import write_history
@@ -230,6 +230,7 @@ def run_worker(loop_config: dict[str, Any]) -> None:
             "world_size": world_size,
         }
         history.append(metrics)
+        metrics.update(selection_scores(history))
         if rank == 0:
             print(format_epoch(metrics, config.epochs), flush=True)
         _report(

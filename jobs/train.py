@@ -9,9 +9,9 @@ import sys
 from collections.abc import Sequence
 
 from cars.cli import exit_on_user_error, parse_train_args
-from cars.config import METRIC, MODE
+from cars.config import METRIC, TIE_BREAK
 from cars.study import run_train_job
-from cars.train import checkpoint_location
+from cars.train import best_checkpoint, checkpoint_location
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,9 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nResult: {result.path}")
     last = result.checkpoint
     print(f"Last checkpoint: {checkpoint_location(last) if last else 'none'}")
-    best = result.get_best_checkpoint(METRIC, MODE)
+    best = best_checkpoint(result)
     if best is not None:
-        print(f"Best checkpoint ({METRIC}): {checkpoint_location(best)}")
+        print(f"Best checkpoint ({METRIC}, then {TIE_BREAK}): {checkpoint_location(best[0])}")
     return 0
 
 

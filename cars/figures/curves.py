@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from cars.config import METRIC, REGIMES
+from cars.config import METRIC, REGIMES, selection_score
 from cars.figures.style import add_title, regime_color, save_figure, shorten_name
 
 REQUIRED_COLUMNS = ("trial_id", "regime", "epoch", METRIC)
@@ -38,14 +38,15 @@ def _check_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["trial_id", "epoch"])
 
 
-def _best_trials(table: pd.DataFrame) -> dict[str, tuple[str, float]]:
-    """Each regime's best trial id and its best validation accuracy."""
-    peaks = table.groupby(["regime", "trial_id"])[METRIC].max().dropna()
-    best: dict[str, tuple[str, float]] = {}
-    for (regime, trial_id), value in peaks.items():
-        if regime not in best or value > best[regime][1]:
-            best[regime] = (str(trial_id), float(value))
-    return best
+def _best_trials(table: pd.DataFrame) -> dict[str, pd.Series]:
+    """Each regime's best trial, as the row of its best epoch (the report's choice).
+
+    Epochs rank by :func:`cars.config.selection_score`, ties to the later epoch;
+    trials by their best epoch, ties to the earlier trial.
+    """
+    scored = table.assign(_score=table.apply(selection_score, axis=1)).dropna(subset=["_score"])
+    ranked = scored.sort_values(["_score", "trial_id", "epoch"], ascending=[False, True, False])
+    return {str(row["regime"]): row for _, row in ranked.groupby("regime").head(1).iterrows()}
 
 
 def _has(table: pd.DataFrame, column: str) -> bool:
@@ -77,11 +78,11 @@ def _draw_trial(
         )
 
 
-def _legend_handles(table: pd.DataFrame, best: dict[str, tuple[str, float]]) -> list[Line2D]:
+def _legend_handles(table: pd.DataFrame, best: dict[str, pd.Series]) -> list[Line2D]:
     """One entry per regime naming its best trial, then a key to the line styles."""
     handles = []
     for regime in (r for r in REGIMES if r in best):
-        trial_id, value = best[regime]
+        trial_id, value = str(best[regime]["trial_id"]), float(best[regime][METRIC])
         trials = table[table["regime"] == regime]
         config = trial_id
         if "label" in trials.columns:
@@ -133,7 +134,8 @@ def plot_learning_curves(
     for trial_id, trial in table.groupby("trial_id", sort=False):
         regime = trial["regime"].iloc[0]
         color = regime_color(regime)
-        is_best = best.get(regime, ("",))[0] == str(trial_id)
+        peak = best.get(regime)
+        is_best = peak is not None and str(peak["trial_id"]) == str(trial_id)
         for ax, column, train_column, _ in panels:
             _draw_trial(ax, trial, column, color=color, bold=is_best, last=last_epoch)
             if is_best and _has(trial, train_column):
@@ -149,7 +151,6 @@ def plot_learning_curves(
                     markerfacecolor="white",
                 )
         if is_best:
-            peak = trial.loc[trial[METRIC].idxmax()]
             axes[0].plot(
                 peak["epoch"],
                 peak[METRIC],

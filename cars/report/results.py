@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 from ray.tune import ExperimentAnalysis
 
-from cars.config import METRIC, MODE, REGIMES
+from cars.config import METRIC, REGIMES, TIE_BREAK, selection_score
 from cars.history import read_checkpoint_history
 from cars.storage import join_path
 from cars.sweep import read_sweep_config, train_run_name
 from cars.sweep_config import SweepConfig
-from cars.train import checkpoint_location, read_train_result
+from cars.train import best_checkpoint, checkpoint_location, read_train_result
 
 # Per-epoch metrics the trainer reports, in the order the learning-curve table keeps.
 EPOCH_COLUMNS = (
@@ -70,13 +70,13 @@ class TrainRunState:
 
 
 def read_train_run(train_path: str) -> TrainRunState:
-    """The best checkpoint (by the sweep metric) of a Train run, and its epochs so far."""
+    """The best checkpoint of a Train run (:func:`cars.train.best_checkpoint`), and its epochs."""
     result = read_train_result(train_path)
     if result is None:
         return TrainRunState(None, {}, [])
     history = read_checkpoint_history(result.checkpoint) if result.checkpoint else []
-    scored = [(c, m) for c, m in result.best_checkpoints if is_number(m.get(METRIC))]
-    if not scored:
+    best = best_checkpoint(result)
+    if best is None:
         # Without a validation score (an empty val split) there is no best checkpoint,
         # only the last one.
         last = result.checkpoint
@@ -85,9 +85,20 @@ def read_train_run(train_path: str) -> TrainRunState:
             history[-1] if history else {},
             history,
         )
-    sign = 1 if MODE == "max" else -1
-    checkpoint, metrics = max(scored, key=lambda cm: (sign * cm[1][METRIC], -cm[1]["val_loss"]))
-    return TrainRunState(checkpoint_location(checkpoint), metrics, history)
+    return TrainRunState(checkpoint_location(best[0]), best[1], history)
+
+
+def best_epoch(curve: pd.DataFrame) -> pd.Series | None:
+    """A learning curve's best epoch, as :func:`cars.train.best_checkpoint` picks it.
+
+    ``None`` when no epoch has a validation score (an empty val split).
+    """
+    scores = curve.apply(selection_score, axis=1) if len(curve) else pd.Series(dtype=float)
+    scores = scores.dropna()
+    if scores.empty:
+        return None
+    # The curve runs in epoch order; the last of equal scores is the later epoch.
+    return curve.loc[scores[::-1].idxmax()]
 
 
 def _epochs_of(frame: pd.DataFrame | None, history: list[dict[str, Any]]) -> pd.DataFrame:
@@ -116,9 +127,8 @@ def _trial_row(
     status, stopped_early = _status(trial, len(curve), sweep.epochs)
     row.update(status=status, stopped_early=stopped_early, epochs_run=len(curve))
     row["max_epochs"] = sweep.epochs
-    scored = curve.dropna(subset=[METRIC])  # an empty val split scores no epoch
-    if len(scored):
-        best = scored.loc[scored[METRIC].idxmax() if MODE == "max" else scored[METRIC].idxmin()]
+    best = best_epoch(curve)
+    if best is not None:
         row.update(
             best_epoch=int(best["epoch"]),
             best_val_acc=float(best["val_acc"]),
@@ -202,20 +212,28 @@ def read_sweep_results(path: str) -> SweepResults:
     )
 
 
-def select_regime_bests(trials: pd.DataFrame) -> pd.DataFrame:
-    """The best trial of each regime that has a checkpoint, by best validation accuracy.
+def rank_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials with a best epoch, best first: by the score of that epoch, then trial id.
 
-    Ties (common on small validation sets) go to the lower validation loss at
-    the best epoch, then to the earlier trial.
+    The score is :func:`cars.config.selection_score` of the best epoch's
+    ``best_<METRIC>`` and ``best_<TIE_BREAK>``, so trials rank as epochs do.
     """
-    scored = trials.dropna(subset=["best_val_acc", "checkpoint"])
-    if scored.empty:
-        return scored
-    ascending = MODE != "max"
-    ordered = scored.sort_values(
-        ["best_val_acc", "best_val_loss", "trial_id"], ascending=[ascending, True, True]
+    if trials.empty:
+        return trials
+    scores = trials.apply(
+        lambda row: selection_score(
+            {METRIC: row[f"best_{METRIC}"], TIE_BREAK: row[f"best_{TIE_BREAK}"]}
+        ),
+        axis=1,
     )
-    best = ordered.groupby("regime", sort=False).head(1)
+    ranked = trials.assign(_score=scores).dropna(subset=["_score"])
+    ranked = ranked.sort_values(["_score", "trial_id"], ascending=[False, True])
+    return ranked.drop(columns="_score")
+
+
+def select_regime_bests(trials: pd.DataFrame) -> pd.DataFrame:
+    """The best trial (see :func:`rank_trials`) of each regime that has a checkpoint."""
+    best = rank_trials(trials.dropna(subset=["checkpoint"])).groupby("regime", sort=False).head(1)
     order = {regime: i for i, regime in enumerate(REGIMES)}
     return best.sort_values("regime", key=lambda r: r.map(order)).reset_index(drop=True)
 

@@ -31,7 +31,12 @@ from cars.report.comparisons import (
 )
 from cars.report.gaps import describe_data_gaps
 from cars.report.repeats import read_confirm_runs, summarise_repeats
-from cars.report.results import SweepResults, read_sweep_results, select_regime_bests
+from cars.report.results import (
+    SweepResults,
+    rank_trials,
+    read_sweep_results,
+    select_regime_bests,
+)
 from cars.report.scoring import (
     TestScore,
     create_eval_dataset,
@@ -259,12 +264,8 @@ def write_report(
             regimes, scores, predictions = scored.regimes, scored.scores, scored.predictions
             if scored.repeats is not None:
                 write_parquet(scored.repeats, stage / "confirm.parquet")
-            best_index = int(
-                np.lexsort(
-                    (regimes["best_val_loss"].to_numpy(), -regimes["best_val_acc"].to_numpy())
-                )[0]
-            )
-            best_trial = str(regimes["trial_id"].iloc[best_index])
+            best_trial = str(rank_trials(regimes)["trial_id"].iloc[0])
+            best_index = int(np.flatnonzero(regimes["trial_id"] == best_trial)[0])
             regimes = regimes.assign(best_overall=regimes["trial_id"] == best_trial)
             gradcam = _write_gradcam_section(
                 stage,

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from cars.config import NUM_BLOCKS, ConfigError, TrainConfig, resolve_trainable_blocks
+from cars.config import (
+    BEST_SCORE,
+    METRIC,
+    NUM_BLOCKS,
+    SCORE,
+    TIE_BREAK,
+    ConfigError,
+    TrainConfig,
+    resolve_trainable_blocks,
+    selection_score,
+    selection_scores,
+)
 
 
 def test_regimes_force_their_depth() -> None:
@@ -71,3 +84,48 @@ def test_precise_bn_takes_enough_global_batches_for_its_samples_within_an_epoch(
 def test_resolve_trainable_blocks_rejects_unknown_regime() -> None:
     with pytest.raises(ConfigError, match="regime="):
         resolve_trainable_blocks("partial", 2)
+
+
+# --- what "best" means ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("images", [7, 40, 800, 8041])
+def test_selection_score_orders_by_accuracy_then_lower_loss(images: int) -> None:
+    # Accuracies as an evaluation computes them (correct / images), losses from 0 up.
+    epochs = [
+        {METRIC: correct / images, TIE_BREAK: loss}
+        for correct in (0, 1, images // 2, images - 1, images)
+        for loss in (0.0, 1e-4, 0.7, 0.71, 5.0, 40.0)
+    ]
+    for a in epochs:
+        for b in epochs:
+            by_rule = (a[METRIC], -a[TIE_BREAK]) > (b[METRIC], -b[TIE_BREAK])
+            assert (selection_score(a) > selection_score(b)) == by_rule, (a, b)
+
+
+def test_selection_score_treats_float_noise_as_a_tie() -> None:
+    # The same accuracy summed in another order (several workers) differs in the last bits.
+    noisy = sum([0.1] * 10) / 10
+    assert noisy != 0.1
+    assert selection_score({METRIC: noisy, TIE_BREAK: 0.5}) > selection_score(
+        {METRIC: 0.1, TIE_BREAK: 0.6}
+    )
+
+
+def test_an_epoch_without_validation_has_no_score() -> None:
+    assert math.isnan(selection_score({METRIC: float("nan"), TIE_BREAK: float("nan")}))
+    assert math.isnan(selection_score({"epoch": 1}))
+    assert selection_score({METRIC: 0.5}) == selection_score({METRIC: 0.5, TIE_BREAK: None})
+
+
+def test_selection_scores_give_the_latest_epoch_and_the_best_so_far() -> None:
+    history = [
+        {METRIC: 0.5, TIE_BREAK: 1.0},
+        {METRIC: float("nan"), TIE_BREAK: float("nan")},
+        {METRIC: 0.5, TIE_BREAK: 0.9},
+        {METRIC: 0.4, TIE_BREAK: 0.1},
+    ]
+    scores = selection_scores(history)
+    assert scores[SCORE] == selection_score(history[-1])
+    assert scores[BEST_SCORE] == selection_score(history[2])
+    assert math.isnan(selection_scores(history[1:2])[BEST_SCORE])

@@ -20,7 +20,9 @@ from cars.figures import (
     save_figure,
     shorten_name,
 )
+from cars.figures.curves import _best_trials
 from cars.figures.style import WRONG_COLOR
+from cars.report.results import best_epoch, rank_trials
 
 matplotlib.use("Agg")
 
@@ -167,6 +169,28 @@ def test_learning_curves_of_a_single_epoch_trial(tmp_path: Path) -> None:
     )
     pixels = _read_png(plot_learning_curves(epochs, tmp_path / "single.png"))
     assert _pixels_of(pixels, REGIME_COLORS["frozen"]) > 20  # the lone point is drawn
+
+
+def test_learning_curves_mark_the_trials_and_epochs_the_report_chooses() -> None:
+    # Two scratch trials tie on accuracy; the lower loss wins, and its later equal epoch.
+    rows = [
+        ("a", 1, 0.50, 1.0),
+        ("a", 2, 0.75, 0.9),
+        ("b", 1, 0.75, 0.6),
+        ("b", 2, 0.50, 0.5),
+        ("b", 3, 0.75, 0.6),
+    ]
+    epochs = pd.DataFrame(rows, columns=["trial_id", "epoch", "val_acc", "val_loss"])
+    epochs = epochs.assign(regime="scratch")
+    best = _best_trials(epochs)["scratch"]
+    assert (best["trial_id"], int(best["epoch"])) == ("b", 3)
+    trials = pd.DataFrame(
+        [
+            {"trial_id": t, "best_val_acc": r["val_acc"], "best_val_loss": r["val_loss"]}
+            for t, r in ((t, best_epoch(c)) for t, c in epochs.groupby("trial_id"))
+        ]
+    )
+    assert rank_trials(trials)["trial_id"].iloc[0] == best["trial_id"]
 
 
 def test_learning_curves_reject_bad_tables(tmp_path: Path) -> None:

@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import ray.train
 import torch
 
 from cars.checkpoint import save_checkpoint
-from cars.config import TrainConfig
+from cars.config import BEST_SCORE, SCORE, TrainConfig, selection_scores
 from cars.data import DatasetInfo
 from cars.gradcam import POINTING_TOLERANCE
 from cars.model import build_model, head_parameters
@@ -24,14 +25,17 @@ from cars.report.results import (
     TRIAL_COLUMNS,
     SweepResults,
     TrainRunState,
+    best_epoch,
+    rank_trials,
     read_train_run,
     select_regime_bests,
 )
 from cars.report.scoring import score_probabilities
 from cars.report.summary import SummaryInputs, render_summary
 from cars.report.writer import describe_weights
+from cars.study import summarize_best_trials
 from cars.sweep_config import create_sweep_config
-from cars.train import read_train_result
+from cars.train import best_checkpoint, read_train_result
 
 # --- select_regime_bests -------------------------------------------------------------
 
@@ -124,6 +128,75 @@ def test_regime_bests_of_a_sweep_with_nothing_scored_is_empty() -> None:
         _trial("t1", "frozen", 0.9, 0.5, None), _trial("t2", "scratch", None, None, None)
     )
     assert select_regime_bests(trials).empty
+
+
+def _curve(*epochs: tuple[float, float]) -> pd.DataFrame:
+    """A learning curve of (val_acc, val_loss) per epoch, from epoch 1."""
+    rows = [{"epoch": i, "val_acc": a, "val_loss": loss} for i, (a, loss) in enumerate(epochs, 1)]
+    return pd.DataFrame(rows).reindex(columns=list(EPOCH_COLUMNS))
+
+
+def test_the_best_epoch_ties_to_the_lower_loss_then_the_later_epoch() -> None:
+    curve = _curve((0.5, 1.0), (0.75, 0.9), (0.75, 0.6), (0.5, 0.1), (0.75, 0.6), (0.25, 2.0))
+    best = best_epoch(curve)
+    assert best is not None and int(best["epoch"]) == 5
+    assert float(best["val_loss"]) == 0.6
+    assert best_epoch(_curve((float("nan"), float("nan")))) is None
+    assert best_epoch(_curve()) is None
+
+
+def test_the_checkpoint_kept_and_chosen_is_the_best_epochs(tmp_path: Path) -> None:
+    curve = _curve((0.5, 1.0), (0.75, 0.9), (0.75, 0.6), (0.75, 0.6), (0.5, 0.1))
+    history = [
+        {**row, **selection_scores(curve.iloc[: i + 1].to_dict("records"))}
+        for i, row in enumerate(curve.to_dict("records"))
+    ]
+    # Ray Train keeps the highest SCORE, the later of equal ones (num_to_keep=2).
+    kept = sorted(history, key=lambda m: (m[SCORE], m["epoch"]))[-2:]
+    assert {m["epoch"] for m in kept} == {3, 4}
+    checkpoints = []
+    for metrics in kept:
+        folder = tmp_path / f"epoch-{metrics['epoch']}"
+        folder.mkdir()
+        checkpoints.append((ray.train.Checkpoint.from_directory(str(folder)), metrics))
+    result = ray.train.Result(
+        metrics=history[-1],
+        checkpoint=checkpoints[-1][0],
+        error=None,
+        path=str(tmp_path),
+        best_checkpoints=checkpoints,
+    )
+    chosen = best_checkpoint(result)
+    assert chosen is not None and chosen[1]["epoch"] == int(best_epoch(curve)["epoch"]) == 4
+    assert chosen[0].path.endswith("epoch-4")
+    assert history[-1][BEST_SCORE] == history[3][SCORE]
+
+
+def test_trials_rank_by_their_best_epoch_as_epochs_do() -> None:
+    trials = _trials(
+        _trial("t1", "frozen", 0.5, 0.9, "/c/t1"),
+        _trial("t2", "frozen", 0.5, 0.7, "/c/t2"),
+        _trial("t3", "scratch", 0.5, 0.7, "/c/t3"),
+        _trial("t4", "finetune", 0.4, 0.1, "/c/t4"),
+        _trial("t5", "finetune", None, None, "/c/t5"),
+    )
+    assert list(rank_trials(trials)["trial_id"]) == ["t2", "t3", "t1", "t4"]
+    assert rank_trials(trials.iloc[0:0]).empty
+
+
+def test_the_printed_summary_names_the_trials_the_report_scores() -> None:
+    trials = _trials(
+        _trial("a", "scratch", 0.5, 1.0, "/c/a", lr=2e-3, seed=7),
+        _trial("b", "scratch", 0.5, 0.8, "/c/b", lr=1e-3, seed=8),
+        _trial("c", "frozen", 0.9, 0.5, None),  # no checkpoint: the report cannot score it
+        _trial("d", "frozen", 0.4, 0.7, "/c/d"),
+    )
+    lines = summarize_best_trials(trials).splitlines()
+    assert len(lines) == 2
+    assert lines[0].split()[:4] == ["scratch", "best", "val_acc", "0.5000"]
+    assert "(epoch 3)" in lines[0] and "seed=8" in lines[0] and "lr=0.001" in lines[0]
+    assert lines[1].split()[:4] == ["frozen", "best", "val_acc", "0.4000"]
+    assert summarize_best_trials(trials.iloc[0:0]) == "no trial reported a val_acc"
 
 
 # --- score_probabilities -------------------------------------------------------------
