@@ -15,15 +15,16 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from cars.checkpoint import WeightsError
 from cars.config import (
     AUGMENTS,
     OPTIMIZERS,
-    PRECISE_BN_SAMPLES,
     REGIMES,
     ConfigError,
     TrainConfig,
+    field_defaults,
 )
 from cars.data import SPLITS, DataError
 from cars.paths import REPORTS_DIR, RUNS_DIR, resolve_path
@@ -41,6 +42,17 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 DEBUG_FLAG = "--debug"
+# A training run's defaults; a sweep's come from its preset, then from these.
+TRAIN_DEFAULTS = field_defaults(TrainConfig)
+PRECISE_BN_HELP = (
+    "training images that recompute the BatchNorm statistics before each validation, "
+    f"at most an epoch's (default {TRAIN_DEFAULTS['precise_bn_samples']}; "
+    "0: keep the running averages)"
+)
+MAX_FAILURES_HELP = (
+    "restarts of a crashed worker group from its last checkpoint, and in a sweep of a "
+    f"trial lost with its node (default {TRAIN_DEFAULTS['max_failures']}; -1: forever)"
+)
 
 
 class ReportError(Exception):
@@ -119,6 +131,49 @@ class TrainJob:
     name: str
 
 
+# The options of jobs/train.py that set a TrainConfig field of the same name, with
+# what argparse needs beyond the field's type.
+_TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
+    "lr": {"help": "learning rate of the new head"},
+    "backbone_lr_mult": {"help": "pretrained blocks learn at lr times this"},
+    "optimizer": {"choices": OPTIMIZERS},
+    "weight_decay": {},
+    "warmup_epochs": {},
+    "label_smoothing": {},
+    "mixup": {"help": "mixup alpha (0: off)"},
+    "cutmix": {"help": "cutmix alpha (0: off)"},
+    "augment": {"choices": AUGMENTS},
+    "bbox_crop": {"help": "crop to the car's box first"},
+    "epochs": {},
+    "batch_size": {"help": "global batch size"},
+    "image_size": {},
+    "compile": {"help": "torch.compile the model"},
+    "precise_bn_samples": {"help": PRECISE_BN_HELP},
+    "seed": {},
+    "max_failures": {"help": MAX_FAILURES_HELP},
+}
+
+
+def _add_train_option(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+    """``--<name>`` for the TrainConfig field ``name``, of the field's type.
+
+    Left out, the option is None and the field keeps its default: TrainConfig
+    alone holds the defaults.
+    """
+    flag = "--" + name.replace("_", "-")
+    default = TRAIN_DEFAULTS[name]
+    if isinstance(default, bool):
+        parser.add_argument(flag, action="store_true", default=None, **kwargs)
+    else:
+        parser.add_argument(flag, type=type(default), **kwargs)
+
+
+def _given_fields(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The parsed options named as fields of ``cls``, except those left unset (None)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
 def create_train_parser() -> argparse.ArgumentParser:
     """The parser of ``jobs/train.py``."""
     parser = argparse.ArgumentParser(
@@ -126,7 +181,7 @@ def create_train_parser() -> argparse.ArgumentParser:
         description="Train one Xception regime on a prepared data set with Ray Train.",
     )
     parser.add_argument("--data", required=True, help="prepared data set (folder or URI)")
-    parser.add_argument("--regime", choices=REGIMES, default="finetune")
+    _add_train_option(parser, "regime", choices=REGIMES)
     parser.add_argument(
         "--trainable-blocks",
         type=int,
@@ -135,42 +190,10 @@ def create_train_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--weights",
         type=_weights,
-        default=None,
         help="imagenet | none | a .pth/.safetensors file | a checkpoint folder",
     )
-    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new head")
-    parser.add_argument(
-        "--backbone-lr-mult",
-        type=float,
-        default=0.1,
-        help="pretrained blocks learn at lr times this",
-    )
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--warmup-epochs", type=float, default=1.0)
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
-    parser.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
-    parser.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0: off)")
-    parser.add_argument("--augment", choices=AUGMENTS, default="basic")
-    parser.add_argument("--bbox-crop", action="store_true", help="crop to the car's box first")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=32, help="global batch size")
-    parser.add_argument("--image-size", type=int, default=299)
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument(
-        "--precise-bn-samples",
-        type=int,
-        default=PRECISE_BN_SAMPLES,
-        help="training images that recompute the BatchNorm statistics before each "
-        "validation, at most an epoch's (0: keep the running averages)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--max-failures",
-        type=int,
-        default=2,
-        help="restarts of a crashed worker group from its last checkpoint",
-    )
+    for name, kwargs in _TRAIN_OPTIONS.items():
+        _add_train_option(parser, name, **kwargs)
     parser.add_argument(
         "--storage",
         default=str(RUNS_DIR),
@@ -185,33 +208,7 @@ def create_train_parser() -> argparse.ArgumentParser:
 def parse_train_args(argv: Sequence[str] | None = None) -> TrainJob:
     """Parse ``jobs/train.py``'s command line into a validated job."""
     args = create_train_parser().parse_args(argv)
-    config = TrainConfig(
-        data=resolve_path(args.data),
-        regime=args.regime,
-        trainable_blocks=args.trainable_blocks,
-        weights=args.weights,
-        lr=args.lr,
-        backbone_lr_mult=args.backbone_lr_mult,
-        optimizer=args.optimizer,
-        weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs,
-        label_smoothing=args.label_smoothing,
-        mixup=args.mixup,
-        cutmix=args.cutmix,
-        augment=args.augment,
-        bbox_crop=args.bbox_crop,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        num_workers=1 if args.num_workers is None else args.num_workers,
-        use_gpu=bool(args.use_gpu),
-        cpus_per_worker=1.0 if args.cpus_per_worker is None else args.cpus_per_worker,
-        loader_workers=args.loader_workers,
-        compile=args.compile,
-        precise_bn_samples=args.precise_bn_samples,
-        seed=args.seed,
-        max_failures=args.max_failures,
-    )
+    config = TrainConfig(**{**_given_fields(args, TrainConfig), "data": resolve_path(args.data)})
     name = args.name or f"train-{config.regime}-{_timestamp()}"
     return TrainJob(config=config, storage=resolve_path(args.storage), name=name)
 
@@ -288,17 +285,8 @@ def create_sweep_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-concurrent-trials", type=int, help="default: as many as the cluster's resources hold"
     )
-    run.add_argument(
-        "--max-failures",
-        type=int,
-        help="restarts of a trial's crashed worker group, and of a trial lost with its node",
-    )
-    run.add_argument(
-        "--precise-bn-samples",
-        type=int,
-        help=f"training images that recompute the BatchNorm statistics before each "
-        f"validation (default {PRECISE_BN_SAMPLES}; 0: keep the running averages)",
-    )
+    run.add_argument("--max-failures", type=int, help=MAX_FAILURES_HELP)
+    run.add_argument("--precise-bn-samples", type=int, help=PRECISE_BN_HELP)
     run.add_argument("--seed", type=int)
     run.add_argument("--gradcam-images", type=int)
     run.add_argument(
@@ -332,32 +320,14 @@ def parse_sweep_args(argv: Sequence[str] | None = None) -> SweepJob:
             except ValueError:
                 parser.error(f"--lr-range {regime} {low} {high}: LOW and HIGH must be numbers")
     name = args.name or f"{args.preset}-{_timestamp()}"
+    given = _given_fields(args, SweepConfig)
     sweep = create_sweep_config(
         args.preset,
         name,
+        **{k: v for k, v in given.items() if k not in ("name", "preset", "data", "storage")},
         data=resolve_path(args.data) if args.data else None,
         storage=storage,
-        weights=args.weights,
-        regimes=tuple(args.regimes) if args.regimes else None,
-        num_samples=args.num_samples,
-        finetune_blocks=tuple(args.finetune_blocks) if args.finetune_blocks else None,
-        augments=tuple(args.augments) if args.augments else None,
         lr_ranges=lr_ranges,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        bbox_crop=args.bbox_crop,
-        grace_period=args.grace_period,
-        max_concurrent_trials=args.max_concurrent_trials,
-        max_failures=args.max_failures,
-        precise_bn_samples=args.precise_bn_samples,
-        seed=args.seed,
-        gradcam_images=args.gradcam_images,
-        confirm=args.confirm,
-        num_workers=args.num_workers,
-        use_gpu=args.use_gpu,
-        cpus_per_worker=args.cpus_per_worker,
-        loader_workers=args.loader_workers,
     )
     return SweepJob(name=name, resume=False, sweep=sweep, **common)
 
@@ -417,35 +387,13 @@ def parse_predict_args(argv: Sequence[str] | None = None) -> PredictConfig:
     parser.add_argument(
         "--out", required=True, help="new folder or URI: predictions/ (Parquet), summary.json"
     )
-    # Defaults come from the config, so the two never disagree.
-    defaults = {f.name: f.default for f in dataclasses.fields(PredictConfig)}
-    parser.add_argument(
-        "--batch-size", type=int, default=defaults["batch_size"], help="images per model call"
-    )
+    # Options left out take PredictConfig's defaults.
+    parser.add_argument("--batch-size", type=int, help="images per model call")
     gpu = parser.add_mutually_exclusive_group()
     gpu.add_argument("--gpu", dest="use_gpu", action="store_true", help="one GPU per actor")
     gpu.add_argument("--cpu", dest="use_gpu", action="store_false", help="CPU actors (default)")
-    parser.add_argument(
-        "--cpus-per-actor",
-        type=float,
-        default=defaults["cpus_per_actor"],
-        help="CPUs (torch threads) per CPU actor",
-    )
-    parser.add_argument(
-        "--gradcam",
-        type=int,
-        default=defaults["gradcam"],
-        metavar="N",
-        help="also draw Grad-CAMs of N images",
-    )
+    parser.add_argument("--cpus-per-actor", type=float, help="CPUs (torch threads) per CPU actor")
+    parser.add_argument("--gradcam", type=int, metavar="N", help="also draw Grad-CAMs of N images")
     args = parser.parse_args(argv)
-    return PredictConfig(
-        model=resolve_path(args.model),
-        images=resolve_path(args.images),
-        out=resolve_path(args.out),
-        split=args.split,
-        use_gpu=args.use_gpu,
-        batch_size=args.batch_size,
-        cpus_per_actor=args.cpus_per_actor,
-        gradcam=args.gradcam,
-    )
+    paths = {name: resolve_path(getattr(args, name)) for name in ("model", "images", "out")}
+    return PredictConfig(**{**_given_fields(args, PredictConfig), **paths})

@@ -72,6 +72,13 @@ def selection_scores(history: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     }
 
 
+def field_defaults(cls: type) -> dict[str, Any]:
+    """The default of every field of a dataclass that has one: the single source of defaults."""
+    return {
+        f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+    }
+
+
 class ConfigError(ValueError):
     """A configuration value that is out of range, with the field and what is allowed."""
 
@@ -140,7 +147,9 @@ class TrainConfig:
     loader_workers: int | None = None
     compile: bool = False
     seed: int = 0
-    max_failures: int = 0
+    # Restarts after a failure: of a crashed worker group, from its last checkpoint,
+    # and in a sweep of a trial lost with its node; -1 retries forever.
+    max_failures: int = 2
     checkpoints_to_keep: int = 2
     precise_bn_samples: int = PRECISE_BN_SAMPLES
 

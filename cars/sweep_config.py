@@ -16,11 +16,13 @@ from typing import Any, Self
 from cars.config import (
     AUGMENTS,
     NUM_BLOCKS,
-    PRECISE_BN_SAMPLES,
     REGIMES,
     ConfigError,
     TrainConfig,
+    field_defaults,
 )
+
+_TRAIN = field_defaults(TrainConfig)
 
 # The demo presets' weights: a source model the demo pretrains on synthetic
 # classes disjoint from the study's, standing in for ImageNet.
@@ -74,23 +76,24 @@ class SweepConfig:
         }
     )
     augments: tuple[str, ...] = AUGMENTS
-    epochs: int = 30
-    batch_size: int = 64
-    image_size: int = 299
-    num_workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    loader_workers: int | None = None
-    bbox_crop: bool = False
-    backbone_lr_mult: float = 0.1
+    # Each trial's settings default as a single training run's do.
+    epochs: int = _TRAIN["epochs"]
+    batch_size: int = _TRAIN["batch_size"]
+    image_size: int = _TRAIN["image_size"]
+    num_workers: int = _TRAIN["num_workers"]
+    use_gpu: bool = _TRAIN["use_gpu"]
+    cpus_per_worker: float = _TRAIN["cpus_per_worker"]
+    loader_workers: int | None = _TRAIN["loader_workers"]
+    bbox_crop: bool = _TRAIN["bbox_crop"]
+    backbone_lr_mult: float = _TRAIN["backbone_lr_mult"]
+    max_failures: int = _TRAIN["max_failures"]
+    seed: int = _TRAIN["seed"]
+    precise_bn_samples: int = _TRAIN["precise_bn_samples"]
     grace_period: int = 3
     reduction_factor: float = 3.0
     max_concurrent_trials: int | None = None
-    max_failures: int = 2
-    seed: int = 0
     gradcam_images: int = 8
     confirm: int = 0
-    precise_bn_samples: int = PRECISE_BN_SAMPLES
     demo: DemoSpec | None = None
 
     def __post_init__(self) -> None:
@@ -172,25 +175,18 @@ class SweepConfig:
         cpus_per_worker: float | None = None,
     ) -> TrainConfig:
         """The training run of one trial."""
+        # Every setting a sweep shares with a training run passes on as it is.
+        shared = {f.name for f in dataclasses.fields(self)} & set(_TRAIN)
+        shared -= {"data", "weights", "cpus_per_worker"}
         return TrainConfig(
+            **{name: getattr(self, name) for name in shared},
             data=data,
             regime=regime,
             trainable_blocks=trainable_blocks,
             weights=None if regime == "scratch" else self.weights,
             lr=lr,
-            backbone_lr_mult=self.backbone_lr_mult,
             augment=augment,
-            bbox_crop=self.bbox_crop,
-            image_size=self.image_size,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            use_gpu=self.use_gpu,
             cpus_per_worker=cpus_per_worker or self.cpus_per_worker,
-            loader_workers=self.loader_workers,
-            seed=self.seed,
-            max_failures=self.max_failures,
-            precise_bn_samples=self.precise_bn_samples,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -229,7 +225,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_workers": 2,
         "cpus_per_worker": 1.0,
         "grace_period": 1,
-        "max_failures": 1,
         "gradcam_images": 4,
         "confirm": 0,
         "weights": DEMO_SOURCE_WEIGHTS,
@@ -255,7 +250,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_workers": 1,
         "cpus_per_worker": 1.0,
         "grace_period": 1,
-        "max_failures": 1,
         "gradcam_images": 8,
         "confirm": 0,
         "weights": DEMO_SOURCE_WEIGHTS,
@@ -283,7 +277,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "cpus_per_worker": 8.0,
         "weights": "imagenet",
         "grace_period": 5,
-        "max_failures": 3,
         "gradcam_images": 8,
         "confirm": 3,
         "demo": None,

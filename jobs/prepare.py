@@ -6,7 +6,7 @@ import argparse
 import sys
 import traceback
 
-from cars.data import DataError, prepare_dataset, prepare_synthetic
+from cars.data import MAX_SIDE, VAL_FRACTION, DataError, prepare_dataset, prepare_synthetic
 from cars.paths import resolve_path
 
 
@@ -17,8 +17,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     what.add_argument("--source", help="Stanford Cars folder (devkit or all-in-one layout)")
     what.add_argument("--synthetic", action="store_true", help="generate synthetic cars")
     parser.add_argument("--out", required=True, help="folder (relative: to the project) or URI")
-    parser.add_argument("--max-side", type=int, default=512, help="longest stored side (px)")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="train share held out")
+    parser.add_argument("--max-side", type=int, default=MAX_SIDE, help="longest stored side (px)")
+    parser.add_argument(
+        "--val-fraction", type=float, default=VAL_FRACTION, help="train share held out"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the hold-out (and drawing)")
     parser.add_argument("--strict", action="store_true", help="any bad image is an error")
     parser.add_argument("--force", action="store_true", help="replace an existing set")

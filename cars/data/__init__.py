@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 from cars.data.boxes import BBOX_CONVENTION, expand_box
 from cars.data.errors import DataError
 from cars.data.info import DATASET_FILE, SPLITS, DatasetInfo, read_dataset_info
-from cars.data.prepare import PrepareResult, prepare_dataset, split_train_val
+from cars.data.prepare import (
+    MAX_SIDE,
+    VAL_FRACTION,
+    PrepareResult,
+    prepare_dataset,
+    split_train_val,
+)
 from cars.data.problems import Problem
 from cars.data.readers import LAYOUTS, detect_layout, read_annotations, read_class_names
 from cars.data.synthetic import prepare_synthetic, write_synthetic_cars
@@ -33,7 +39,9 @@ __all__ = [
     "BBOX_CONVENTION",
     "DATASET_FILE",
     "LAYOUTS",
+    "MAX_SIDE",
     "SPLITS",
+    "VAL_FRACTION",
     "CarsDataset",
     "DataError",
     "DatasetInfo",

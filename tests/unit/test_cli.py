@@ -14,15 +14,18 @@ from typing import Any
 import pytest
 
 from cars.cli import (
+    create_train_parser,
     exit_on_user_error,
+    parse_predict_args,
     parse_report_args,
     parse_sweep_args,
     parse_train_args,
 )
-from cars.config import REGIMES
+from cars.config import REGIMES, TrainConfig
 from cars.data import DataError
 from cars.paths import PROJECT_ROOT, REPORTS_DIR, RUNS_DIR
-from cars.sweep_config import PRESETS
+from cars.prediction.config import PredictConfig
+from cars.sweep_config import PRESETS, create_sweep_config
 
 
 @pytest.fixture(autouse=True)
@@ -437,3 +440,46 @@ def test_exit_on_user_error_is_silent_without_an_error(
         job = parse_report_args(["--sweep", "/s"])
     assert job.sweep == "/s"
     assert capsys.readouterr().err == ""
+
+
+# --- defaults: the config dataclasses hold them, the command lines take them ----------
+
+
+def test_train_defaults_are_the_configs() -> None:
+    assert parse_train_args(["--data", "/d"]).config == TrainConfig(data="/d")
+
+
+def test_every_train_option_named_after_a_field_reaches_it() -> None:
+    parser = create_train_parser()
+    options = {a.dest: a for a in parser._actions if a.option_strings}
+    fields = set(TrainConfig(data="/d").to_dict())
+    for dest in sorted(set(options) & fields - {"data", "weights", "use_gpu"}):
+        action = options[dest]
+        default = getattr(TrainConfig(data="/d"), dest)
+        if action.nargs == 0:  # a switch: its default is off
+            assert default is False, dest
+            argv = [action.option_strings[0]]
+            expected: Any = True
+        elif action.choices:
+            expected = next(c for c in action.choices if c != default)
+            argv = [action.option_strings[0], str(expected)]
+        else:  # another valid value: half a float, two more than an integer
+            expected = (default / 2 or 0.5) if isinstance(default, float) else (default or 0) + 2
+            argv = [action.option_strings[0], str(expected)]
+        config = parse_train_args(["--data", "/d", "--regime", "finetune", *argv]).config
+        assert getattr(config, dest) == expected, dest
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_sweep_defaults_are_the_presets_then_the_configs(preset: str) -> None:
+    job = parse_sweep_args(["--preset", preset, "--data", "/d", "--name", "n"])
+    assert job.sweep == create_sweep_config(preset, "n", data="/d", storage=str(RUNS_DIR))
+    # One default for restarts after a failure, whichever way a run starts.
+    assert job.sweep.max_failures == TrainConfig(data="/d").max_failures
+    trial = job.sweep.create_train_config("/d", "frozen", 1e-3, "none")
+    assert trial.max_failures == parse_train_args(["--data", "/d"]).config.max_failures
+
+
+def test_predict_defaults_are_the_configs() -> None:
+    config = parse_predict_args(["--model", "/m", "--images", "/i", "--out", "/o"])
+    assert config == PredictConfig(model="/m", images="/i", out="/o")
