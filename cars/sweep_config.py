@@ -2,7 +2,8 @@
 
 ``smoke`` is the fastest end-to-end run (the tests use it), ``demo`` the
 default that shows the whole study on a laptop CPU in a few minutes, and
-``full`` the real study of Stanford Cars on GPUs at 299 px.
+``full`` the real study of Stanford Cars at 299 px, each trial data-parallel
+over two GPUs.
 """
 
 from __future__ import annotations
@@ -272,7 +273,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": 30,
         "batch_size": 64,
         "image_size": 299,
-        "num_workers": 1,
+        # Each trial trains data-parallel over two GPUs (README, cluster.yaml).
+        "num_workers": 2,
         "use_gpu": True,
         "cpus_per_worker": 8.0,
         "weights": "imagenet",

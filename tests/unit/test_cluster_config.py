@@ -20,6 +20,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from cars.paths import PROJECT_ROOT
+from cars.sweep_config import PRESETS
 
 CLUSTER_FILE = PROJECT_ROOT / "cluster.yaml"
 
@@ -140,3 +141,29 @@ def test_setup_commands_install_the_mounted_project(cluster: dict[str, Any]) -> 
     commands = cluster["setup_commands"]
     assert any(re.search(r"pip install -e ~/cars(\s|$)", c) for c in commands), commands
     assert "~/cars" in cluster["file_mounts"]
+
+
+def test_readme_and_cluster_yaml_size_trials_as_the_full_preset_does(
+    cluster: dict[str, Any],
+) -> None:
+    full = PRESETS["full"]
+    gpus_per_trial = full["num_workers"]
+    assert full["use_gpu"] and gpus_per_trial == 2, "full trains each trial over two GPUs"
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert f"data-parallel over {gpus_per_trial} GPUs" in readme
+    # "--max-concurrent-trials 8 ... (8 = 4 nodes x 4 GPUs / 2 GPUs per trial)"
+    concurrent = re.search(r"--max-concurrent-trials (\d+)", readme)
+    arithmetic = re.search(
+        r"\((\d+) = (\d+) nodes x (\d+) GPUs / (\d+) GPUs per trial\)", " ".join(readme.split())
+    )
+    assert concurrent and arithmetic, "README's cluster section no longer sizes the trials"
+    trials, nodes, gpus, per_trial = map(int, arithmetic.groups())
+    assert int(concurrent.group(1)) == trials == nodes * gpus // per_trial
+    assert per_trial == gpus_per_trial
+    node_types = cluster["available_node_types"]
+    workers = [t for t in node_types.values() if _gpus(t) > 0]
+    assert [(t["max_workers"], _gpus(t)) for t in workers] == [(nodes, gpus)]
+    # The node's CPUs hold a worker (cpus_per_worker) on each of its GPUs.
+    assert workers[0]["resources"]["CPU"] >= gpus * full["cpus_per_worker"]
+    comment = re.search(r"\((\d+) GPUs per trial\)", CLUSTER_FILE.read_text())
+    assert comment and int(comment.group(1)) == gpus_per_trial
