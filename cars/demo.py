@@ -17,7 +17,7 @@ from pathlib import Path
 
 import ray
 
-from cars.config import TrainConfig
+from cars.config import ConfigError, TrainConfig
 from cars.data import prepare_synthetic
 from cars.paths import PROJECT_ROOT
 from cars.resources import plan_trial_resources
@@ -75,9 +75,8 @@ def prepare_demo_data(spec: DemoSpec, seed: int, root: Path = DEMO_DATA_DIR) -> 
     return sets["target"], sets["source"]
 
 
-def _pretrain_config(sweep: SweepConfig, source_data: str) -> TrainConfig:
+def _pretrain_config(sweep: SweepConfig, demo: DemoSpec, source_data: str) -> TrainConfig:
     """The source model's run: ``scratch`` on the source classes, on the whole cluster."""
-    assert sweep.demo is not None
     cpus_per_worker = sweep.cpus_per_worker
     if not sweep.use_gpu:
         cpus_per_worker = ray.cluster_resources().get("CPU", 1) / sweep.num_workers
@@ -87,26 +86,19 @@ def _pretrain_config(sweep: SweepConfig, source_data: str) -> TrainConfig:
         cpus_per_worker=cpus_per_worker,
         use_gpu=sweep.use_gpu,
     )
-    return TrainConfig(
-        data=source_data,
-        regime="scratch",
-        lr=sweep.demo.pretrain_lr,
-        augment="basic",
-        image_size=sweep.image_size,
-        epochs=sweep.demo.pretrain_epochs,
-        batch_size=sweep.batch_size,
-        num_workers=sweep.num_workers,
-        use_gpu=sweep.use_gpu,
+    config = sweep.create_train_config(
+        source_data,
+        "scratch",
+        demo.pretrain_lr,
+        "basic",
         cpus_per_worker=resources.cpus_per_worker,
-        seed=sweep.seed,
-        max_failures=sweep.max_failures,
-        precise_bn_samples=sweep.precise_bn_samples,
     )
+    return config.replace(epochs=demo.pretrain_epochs)
 
 
-def pretrain_source_model(sweep: SweepConfig, source_data: str) -> str:
+def pretrain_source_model(sweep: SweepConfig, demo: DemoSpec, source_data: str) -> str:
     """Train (or reuse) the source model and return its best checkpoint's folder."""
-    config = _pretrain_config(sweep, source_data)
+    config = _pretrain_config(sweep, demo, source_data)
     name = f"source-{_fingerprint(config.replace(cpus_per_worker=1.0, num_workers=1))}"
     storage = join_path(sweep.storage, PRETRAINED_DIR)
     run_path = join_path(storage, name)
@@ -130,9 +122,9 @@ def _best_checkpoint_path(result: ray.train.Result) -> str:
 def prepare_demo(sweep: SweepConfig) -> DemoInputs:
     """Everything the demo sweep needs, created or reused."""
     if sweep.demo is None:
-        raise ValueError(f"preset {sweep.preset!r} has no demo; pass --data")
+        raise ConfigError(f"preset {sweep.preset!r} has no demo; pass --data")
     data, source_data = prepare_demo_data(sweep.demo, sweep.seed)
     weights = sweep.weights
     if weights == DEMO_SOURCE_WEIGHTS:
-        weights = pretrain_source_model(sweep, source_data)
+        weights = pretrain_source_model(sweep, sweep.demo, source_data)
     return DemoInputs(data=data, source_data=source_data, weights=weights)

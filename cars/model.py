@@ -145,13 +145,6 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in params)
 
 
-def frozen_batchnorm_names(model: nn.Module) -> list[str]:
-    """Names of the BatchNorm layers that stay in eval mode during training."""
-    return [
-        name for name, m in unwrap_model(model).named_modules() if isinstance(m, EvalBatchNorm2d)
-    ]
-
-
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The parameters of the classifier head (``fc``), which always trains."""
     return list(unwrap_model(model).get_submodule(HEAD).parameters())

@@ -34,12 +34,6 @@ class TrialResources:
     cpus_per_worker: float
     use_gpu: bool
     max_concurrent_trials: int
-    fits_now: bool
-
-    @property
-    def cpus_per_trial(self) -> float:
-        """CPUs the worker group of one trial reserves."""
-        return self.num_workers * self.cpus_per_worker
 
 
 def _largest_valid_cpus(available: float) -> float:
@@ -70,10 +64,8 @@ def plan_trial_resources(
     """
     total_cpus = float(cluster.get("CPU", 0))
     total_gpus = float(cluster.get("GPU", 0))
-    fits_now = True
     if use_gpu:
         if total_gpus < num_workers:
-            fits_now = False
             logger.warning(
                 "The cluster has %g GPUs now and a trial needs %d; trials wait for the "
                 "autoscaler to add GPU nodes. Pass --max-concurrent-trials to run "
@@ -109,5 +101,4 @@ def plan_trial_resources(
         cpus_per_worker=cpus_per_worker,
         use_gpu=use_gpu,
         max_concurrent_trials=concurrency,
-        fits_now=fits_now,
     )

@@ -96,8 +96,9 @@ def run_study(job: SweepJob) -> StudyOutcome:
         print(f"Resuming the sweep in {path}")
         print(f"Live learning curves: {tensorboard_command(path)}", flush=True)
         outcome = resume_sweep(path)
+    elif job.sweep is None:
+        raise ValueError("a SweepJob that does not resume needs the sweep's config")
     else:
-        assert job.sweep is not None
         sweep = job.sweep
         path = join_path(sweep.storage, sweep.name)
         if exists(path):

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cars.checkpoint import load_checkpoint, save_best_weights
-from cars.config import METRIC, TrainConfig
+from cars.config import METRIC, ConfigError, TrainConfig
 from cars.data import read_dataset_info
 from cars.data.staging import staged_folder
 from cars.figures import plot_learning_curves
@@ -234,7 +234,8 @@ def write_report(
     """
     results = read_sweep_results(sweep_path)
     config = results.config
-    assert config.data is not None
+    if config.data is None:
+        raise ConfigError(f"the sweep at {sweep_path} names no data set: it never started")
     info = read_dataset_info(config.data)
     class_names = list(info.class_names)
     notes = describe_data_gaps(info)

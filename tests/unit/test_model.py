@@ -22,7 +22,6 @@ from cars.model import (
     build_model,
     count_parameters,
     freeze_blocks,
-    frozen_batchnorm_names,
 )
 from cars.optim import create_optimizer
 
@@ -87,6 +86,11 @@ def test_block_map_covers_every_parameter_once(xception: nn.Module) -> None:
     assert len(XCEPTION_BLOCKS) == 14
     assert len(names) == len(set(names))
     assert _params(xception, *names, "fc") == TOTAL
+
+
+def frozen_batchnorm_names(model: nn.Module) -> list[str]:
+    """Names of the BatchNorm layers that stay in eval mode during training."""
+    return [name for name, m in model.named_modules() if isinstance(m, EvalBatchNorm2d)]
 
 
 def test_frozen_batchnorms_stay_in_eval_mode_through_train_copy_and_pickle() -> None:
