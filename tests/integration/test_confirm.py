@@ -57,6 +57,9 @@ def test_each_regimes_winner_is_retrained_with_two_fresh_seeds(
     regimes = pd.read_parquet(report / "regimes.parquet").set_index("regime")
     assert sorted(confirm["regime"]) == ["finetune", "finetune", "frozen", "frozen"]
     assert set(confirm["status"]) == {"TERMINATED"}
+    for regime, best in regimes.iterrows():  # the job's printed summary names the same
+        line = f"{regime:<9} best val_acc {best['best_val_acc']:.4f} (epoch {best['best_epoch']})"
+        assert line in study.summary
     for regime, runs in confirm.groupby("regime"):
         best = regimes.loc[regime]
         assert set(runs["confirms"]) == {best["trial_id"]}

@@ -112,6 +112,7 @@ def test_train_job_prints_each_epoch_and_where_results_went(
     output = done.stdout + done.stderr
     assert output.count("epoch 1/2") == 1 and output.count("epoch 2/2") == 1
     assert f"Result: {tmp_path / 'runs' / 'one-run'}" in output
+    assert "Best checkpoint (val_acc, then val_loss): " in output
     assert (tmp_path / "runs" / "one-run" / "epoch-0002" / "checkpoint.pt").is_file()
 
 

@@ -13,9 +13,10 @@ import pytest
 import ray
 from PIL import Image
 
+from cars.checkpoint import load_checkpoint
 from cars.model import build_model
 from cars.report import write_report
-from cars.report.results import EPOCH_COLUMNS, TRIAL_COLUMNS
+from cars.report.results import EPOCH_COLUMNS, TRIAL_COLUMNS, best_epoch, rank_trials
 from cars.sweep import SWEEP_CONFIG_FILE, run_sweep
 from cars.sweep_config import create_sweep_config
 
@@ -153,6 +154,17 @@ def test_report_tables_match_the_sweep(
     for _, row in regimes.iterrows():
         group = trials[trials["regime"] == row["regime"]]
         assert row["best_val_acc"] == group["best_val_acc"].max()
+    # One "best": a trial's best epoch is the checkpoint scored, its loss is that epoch's,
+    # the overall best ranks first, and Tune ranks trials the same way.
+    for _, trial in trials.iterrows():
+        curve = epochs[epochs["trial_id"] == trial["trial_id"]].reset_index(drop=True)
+        chosen = best_epoch(curve)
+        assert chosen is not None and int(chosen["epoch"]) == trial["best_epoch"]
+        assert chosen["val_loss"] == trial["best_val_loss"]
+        assert load_checkpoint(trial["checkpoint"])["epoch"] == trial["best_epoch"]
+    best = regimes.loc[regimes["best_overall"], "trial_id"].iloc[0]
+    assert best == rank_trials(trials)["trial_id"].iloc[0]
+    assert results.get_best_result().metrics["trial_id"] == best
 
     cams = pd.read_parquet(report / "gradcam" / "gradcam.parquet")
     assert len(cams) == 2 * 4  # two models x the smoke preset's 4 images
