@@ -27,6 +27,7 @@ from cars.checkpoint import (
     eval_data_config,
     load_checkpoint,
 )
+from cars.model import ARCHITECTURE
 from cars.paths import is_uri, resolve_path
 from cars.weights import apply_state_dict, load_weights, read_label_names
 
@@ -35,7 +36,6 @@ MODEL_FORMS = (
     f"or that file, or any folder timm loads ({BEST_CONFIG_FILE} with a pretrained_cfg, and "
     "its weights)"
 )
-DEFAULT_ARCHITECTURE = "legacy_xception"
 
 
 @dataclass(frozen=True)
@@ -101,14 +101,14 @@ def _from_checkpoint(path: Path) -> Classifier:
     names = [str(c) for c in state.get("class_names", [])]
     if not names:
         raise WeightsError(f"checkpoint {path} records no class names; it cannot name predictions")
-    model = timm.create_model(DEFAULT_ARCHITECTURE, pretrained=False, num_classes=len(names))
+    model = timm.create_model(ARCHITECTURE, pretrained=False, num_classes=len(names))
     apply_state_dict(model, state["model"], source=str(path), checkpoint_classes=names)
     return _classifier(model, names, state.get("config") or {})
 
 
 def _from_earlier_best(path: Path, description: dict[str, Any]) -> Classifier:
     names = read_label_names(description) or []
-    architecture = description.get("architecture", DEFAULT_ARCHITECTURE)
+    architecture = description.get("architecture", ARCHITECTURE)
     model = timm.create_model(architecture, pretrained=False, num_classes=len(names))
     load_weights(model, path, class_names=names)
     return _classifier(model, names, description.get("config") or {})

@@ -22,16 +22,18 @@ import ray.tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from cars.config import BEST_SCORE, SCORE_MODE
+from cars.report.repeats import REPEATED
 from cars.report.results import read_sweep_results, select_regime_bests
-from cars.resources import DRIVER_RESOURCES, TrialResources
+from cars.resources import TrialResources
 from cars.storage import join_path, write_text
 from cars.sweep import (
     CONFIRM_DIR,
     SWEEP_CONFIG_FILE,
     confirm_path,
-    create_base_config,
+    create_trainable,
     plan_resources,
     read_sweep_config,
+    restore_tuner,
     train_driver_fn,
 )
 from cars.sweep_config import SweepConfig
@@ -40,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 # The key of a confirmation trial's config naming the sweep trial whose configuration it repeats.
 CONFIRMS = "confirms"
-CONFIRMED = ("lr", "trainable_blocks", "augment", CONFIRMS)
+CONFIRMED = (*REPEATED, CONFIRMS)
 
 
 def draw_confirm_seeds(sweep: SweepConfig, taken: set[int]) -> list[int]:
@@ -85,13 +87,6 @@ def confirm_driver_fn(config: dict[str, Any], base: dict[str, Any], train_storag
     )
 
 
-def _trainable(sweep: SweepConfig, resources: TrialResources, path: str) -> Any:
-    driver = ray.tune.with_parameters(
-        confirm_driver_fn, base=create_base_config(sweep, resources), train_storage=path
-    )
-    return ray.tune.with_resources(driver, dict(DRIVER_RESOURCES))
-
-
 def _trial_name(trial: Any) -> str:
     return f"confirm_{trial.config['regime']}_{trial.trial_id}"
 
@@ -118,7 +113,7 @@ def create_confirm_tuner(
 ) -> ray.tune.Tuner:
     """A ``Tuner`` of every winner x every seed, each run to the end, in ``confirm/``."""
     return ray.tune.Tuner(
-        _trainable(sweep, resources, confirm_path(sweep_path)),
+        create_trainable(sweep, resources, confirm_path(sweep_path), confirm_driver_fn),
         param_space=create_confirm_param_space(winners, seeds),
         tune_config=ray.tune.TuneConfig(
             metric=BEST_SCORE,
@@ -150,16 +145,8 @@ def run_confirm(sweep_path: str) -> ray.tune.ResultGrid | None:
         return None
     seeds = draw_confirm_seeds(sweep, {int(s) for s in trials["seed"].dropna()})
     if ray.tune.Tuner.can_restore(path):
-        tuner = ray.tune.Tuner.restore(
-            path,
-            trainable=_trainable(sweep, resources, path),
-            # Tune does not store the search space: trials it had not started
-            # need it to resolve their sampled values.
-            param_space=create_confirm_param_space(winners, seeds),
-            resume_unfinished=True,
-            resume_errored=True,
-        )
-        return tuner.fit()
+        trainable = create_trainable(sweep, resources, path, confirm_driver_fn)
+        return restore_tuner(path, trainable, create_confirm_param_space(winners, seeds)).fit()
     logger.info(
         "confirming %s with seeds %s",
         ", ".join(f"{r} ({w[CONFIRMS]})" for r, w in winners.items()),

@@ -161,11 +161,29 @@ def _trial_name(trial: Any) -> str:
     return f"{trial_regime(trial.config)}_{trial.trial_id}"
 
 
-def _trainable(sweep: SweepConfig, resources: TrialResources, path: str) -> Any:
+def create_trainable(
+    sweep: SweepConfig, resources: TrialResources, path: str, driver: Any = train_driver_fn
+) -> Any:
+    """Tune's trainable: ``driver`` with the trials' shared settings, Train runs in ``path``."""
     driver = ray.tune.with_parameters(
-        train_driver_fn, base=create_base_config(sweep, resources), train_storage=path
+        driver, base=create_base_config(sweep, resources), train_storage=path
     )
     return ray.tune.with_resources(driver, dict(DRIVER_RESOURCES))
+
+
+def restore_tuner(path: str, trainable: Any, param_space: dict[str, Any]) -> ray.tune.Tuner:
+    """The interrupted Tune experiment at ``path``: unfinished and errored trials continue.
+
+    Tune does not store the search space; without it, trials it had not started
+    keep their sampled values as unresolved placeholders and fail.
+    """
+    return ray.tune.Tuner.restore(
+        path,
+        trainable=trainable,
+        param_space=param_space,
+        resume_unfinished=True,
+        resume_errored=True,
+    )
 
 
 def create_tuner(sweep: SweepConfig, resources: TrialResources) -> ray.tune.Tuner:
@@ -178,7 +196,7 @@ def create_tuner(sweep: SweepConfig, resources: TrialResources) -> ray.tune.Tune
         mode=MODE,
     )
     return ray.tune.Tuner(
-        _trainable(sweep, resources, join_path(sweep.storage, sweep.name)),
+        create_trainable(sweep, resources, join_path(sweep.storage, sweep.name)),
         param_space=create_param_space(sweep),
         tune_config=ray.tune.TuneConfig(
             # Trials rank by their best epoch so far (Tune's progress table and
@@ -277,13 +295,6 @@ def resume_sweep(path: str) -> SweepOutcome:
             "Check --storage and --name, or start a new sweep without --resume."
         )
     sweep = read_sweep_config(path)
-    tuner = ray.tune.Tuner.restore(
-        path,
-        trainable=_trainable(sweep, plan_resources(sweep), path),
-        # Tune does not store the search space; without it, trials it had not
-        # started keep their sampled values as unresolved placeholders and fail.
-        param_space=create_param_space(sweep),
-        resume_unfinished=True,
-        resume_errored=True,
-    )
+    trainable = create_trainable(sweep, plan_resources(sweep), path)
+    tuner = restore_tuner(path, trainable, create_param_space(sweep))
     return SweepOutcome(path=path, results=tuner.fit())

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from ray.tune import ExperimentAnalysis
 
-from cars.config import METRIC, REGIMES, TIE_BREAK, selection_score
+from cars.config import METRIC, REGIMES, TIE_BREAK, resolve_trainable_blocks, selection_score
 from cars.history import read_checkpoint_history
 from cars.storage import join_path
 from cars.sweep import read_sweep_config, train_run_name
@@ -121,8 +121,8 @@ def _trial_row(
     config = trial.config
     row: dict[str, Any] = {"trial_id": trial.trial_id}
     row.update({key: config.get(key) for key in SWEPT})
-    row["trainable_blocks"] = {"scratch": 14, "frozen": 0}.get(
-        config.get("regime"), config.get("trainable_blocks")
+    row["trainable_blocks"] = resolve_trainable_blocks(
+        config["regime"], config.get("trainable_blocks")
     )
     status, stopped_early = _status(trial, len(curve), sweep.epochs)
     row.update(status=status, stopped_early=stopped_early, epochs_run=len(curve))
