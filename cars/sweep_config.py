@@ -214,21 +214,25 @@ class SweepConfig:
         return dataclasses.replace(self, **changes)
 
 
+# What the two CPU presets share: a short run of small images, one sample per
+# regime, transferring from the demo's own source model.
+_CPU_PRESET: dict[str, Any] = {
+    "num_samples": 1,
+    "augments": ("none", "basic"),
+    "epochs": 2,
+    "batch_size": 16,
+    "image_size": 64,
+    "grace_period": 1,
+    "weights": DEMO_SOURCE_WEIGHTS,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
-        "num_samples": 1,
+        **_CPU_PRESET,
         "finetune_blocks": (1, 2),
-        "augments": ("none", "basic"),
         "lr_ranges": {"scratch": (1e-3, 3e-3), "frozen": (3e-3, 1e-2), "finetune": (1e-3, 3e-3)},
-        "epochs": 2,
-        "batch_size": 16,
-        "image_size": 64,
         "num_workers": 2,
-        "cpus_per_worker": 1.0,
-        "grace_period": 1,
         "gradcam_images": 4,
-        "confirm": 0,
-        "weights": DEMO_SOURCE_WEIGHTS,
         "demo": DemoSpec(
             num_classes=4,
             train_per_class=10,
@@ -241,19 +245,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         ),
     },
     "demo": {
-        "num_samples": 1,
+        **_CPU_PRESET,
         "finetune_blocks": (1, 2, 4),
-        "augments": ("none", "basic"),
         "lr_ranges": {"scratch": (1e-3, 3e-3), "frozen": (3e-3, 2e-2), "finetune": (1e-3, 4e-3)},
-        "epochs": 2,
-        "batch_size": 16,
-        "image_size": 64,
-        "num_workers": 1,
-        "cpus_per_worker": 1.0,
-        "grace_period": 1,
-        "gradcam_images": 8,
-        "confirm": 0,
-        "weights": DEMO_SOURCE_WEIGHTS,
         "demo": DemoSpec(
             num_classes=8,
             train_per_class=32,
@@ -279,9 +273,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "cpus_per_worker": 8.0,
         "weights": "imagenet",
         "grace_period": 5,
-        "gradcam_images": 8,
         "confirm": 3,
-        "demo": None,
     },
 }
 
