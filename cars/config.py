@@ -64,12 +64,9 @@ def _as_float(value: Any) -> float:
 
 def selection_scores(history: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     """SCORE of a run's latest epoch and BEST_SCORE over all of ``history`` (oldest first)."""
-    scores = [selection_score(m) for m in history]
+    scores = [selection_score(m) for m in history] or [math.nan]
     valid = [s for s in scores if not math.isnan(s)]
-    return {
-        SCORE: scores[-1] if scores else math.nan,
-        BEST_SCORE: max(valid, default=math.nan),
-    }
+    return {SCORE: scores[-1], BEST_SCORE: max(valid, default=math.nan)}
 
 
 def field_defaults(cls: type) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import ray.train
@@ -69,23 +68,18 @@ def find_sweep(storage: str, name: str | None) -> str:
 
 def summarize_best_trials(trials: pd.DataFrame) -> str:
     """One line per regime: the trial the report scores (:func:`select_regime_bests`)."""
-    best = select_regime_bests(trials)
-    if best.empty:
-        return f"no trial reported a {METRIC}"
-    return "\n".join(
-        f"  {row.regime:<9} best {METRIC} {getattr(row, f'best_{METRIC}'):.4f} "
-        f"(epoch {row.best_epoch})  ({_swept_values(row._asdict())})"
-        for row in best.itertuples()
-    )
-
-
-def _swept_values(row: dict[str, Any]) -> str:
-    """A trial's drawn values other than its regime, as ``key=value`` pairs."""
-    return ", ".join(
-        f"{k}={row[k]:.3g}" if isinstance(row[k], float) else f"{k}={row[k]}"
-        for k in SWEPT
-        if k != "regime" and not pd.isna(row[k])
-    )
+    lines = []
+    for row in select_regime_bests(trials).to_dict("records"):
+        drawn = ", ".join(
+            f"{k}={row[k]:.3g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+            for k in SWEPT
+            if k != "regime" and not pd.isna(row[k])
+        )
+        lines.append(
+            f"  {row['regime']:<9} best {METRIC} {row[f'best_{METRIC}']:.4f} "
+            f"(epoch {row['best_epoch']})  ({drawn})"
+        )
+    return "\n".join(lines) or f"no trial reported a {METRIC}"
 
 
 def run_study(job: SweepJob) -> StudyOutcome:

@@ -41,14 +41,6 @@ SPREAD_COLUMNS = (
 REPEATED = ("lr", "trainable_blocks", "augment")
 
 
-def read_repeats(sweep_path: str) -> SweepResults | None:
-    """The confirmation runs of the sweep at ``sweep_path``; ``None`` when it has none."""
-    path = confirm_path(sweep_path)
-    if not exists(join_path(path, SWEEP_CONFIG_FILE)):
-        return None
-    return read_sweep_results(path)
-
-
 def _same_config(run: pd.Series, best: pd.Series) -> bool:
     for key in REPEATED:
         ours, theirs = run[key], best[key]
@@ -91,14 +83,15 @@ def read_confirm_runs(
     seeds = results.config.confirm
     if seeds == 0:
         return None
-    confirm = read_repeats(results.path)
-    if confirm is None:
+    path = confirm_path(results.path)
+    if not exists(join_path(path, SWEEP_CONFIG_FILE)):
         notes.append(
             f"the confirmation stage ({seeds} fresh seeds per regime) has not run: "
             f"`python jobs/sweep.py --resume --storage {results.config.storage} "
             f"--name {results.name}` runs it"
         )
         return None
+    confirm = read_sweep_results(path)
     notes.extend(f"confirmation: {line}" for line in confirm.missing)
     runs, mismatched = match_repeats(confirm.trials, regimes)
     notes.extend(mismatched)
