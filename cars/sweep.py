@@ -134,8 +134,8 @@ def train_driver_fn(config: dict[str, Any], base: dict[str, Any], train_storage:
         # The Train run ended before Tune recorded it (the sweep was stopped in
         # between): fitting again would report nothing, so hand Tune the epochs
         # the run recorded instead of training again.
-        for epochs in range(1, len(finished) + 1):
-            ray.tune.report({**finished[epochs - 1], **selection_scores(finished[:epochs])})
+        for count in range(1, len(finished) + 1):
+            ray.tune.report({**finished[count - 1], **selection_scores(finished[:count])})
         return
     trainer = create_trainer(
         train_config,

@@ -116,7 +116,8 @@ def best_checkpoint(
     "Best" as :func:`cars.config.selection_score` ranks epochs, ties to the later
     epoch, as Ray Train keeps them (``Result.get_best_checkpoint`` takes the earlier).
     """
-    scored = [(c, m) for c, m in result.best_checkpoints if not math.isnan(selection_score(m))]
+    kept = result.best_checkpoints or []
+    scored = [(c, m) for c, m in kept if not math.isnan(selection_score(m))]
     if not scored:
         return None
     return max(scored, key=lambda cm: (selection_score(cm[1]), cm[1].get("epoch", 0)))
