@@ -19,6 +19,7 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
+from timm.utils import unwrap_model
 from torch.utils.data import DataLoader, Subset
 
 from cars.checkpoint import save_checkpoint
@@ -116,10 +117,6 @@ def _quiet_report_echo() -> None:
     logging.getLogger(module.__file__).setLevel(logging.WARNING)
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 def format_epoch(metrics: Mapping[str, Any], epochs: int) -> str:
     """One line of an epoch's results, as the jobs print them."""
     return (
@@ -197,7 +194,7 @@ def run_worker(loop_config: dict[str, Any]) -> None:
         # Recomputed from training batches, as pycls and detectron2 do: eval mode should
         # normalise with the statistics of the activations the weights were trained on.
         update_batchnorm_statistics(
-            _unwrap(model),
+            unwrap_model(model),
             train_loader,
             num_batches=config.precise_bn_batches(len(train_loader)),
             device=device,
@@ -206,7 +203,11 @@ def run_worker(loop_config: dict[str, Any]) -> None:
         )
         val = (
             evaluate(
-                _unwrap(model), val_loader, device=device, amp_dtype=amp_dtype, channels_last=True
+                unwrap_model(model),
+                val_loader,
+                device=device,
+                amp_dtype=amp_dtype,
+                channels_last=True,
             )
             if has_val
             else NO_VAL
@@ -263,7 +264,7 @@ def _report(
         if rank == 0:
             save_checkpoint(
                 directory,
-                model=_unwrap(getattr(model, "_orig_mod", model)),
+                model=unwrap_model(model),
                 optimizer=optimizer,
                 scheduler=scheduler,
                 epoch=epoch,
