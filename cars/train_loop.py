@@ -19,8 +19,8 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
-from timm.utils import unwrap_model
-from torch.utils.data import DataLoader, Subset
+from timm.utils import random_seed, unwrap_model
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from cars.checkpoint import save_checkpoint
 from cars.config import METRIC, TrainConfig
@@ -68,10 +68,45 @@ def create_datasets(config: TrainConfig) -> tuple[CarsDataset, CarsDataset]:
     return train_set, val_set
 
 
+def create_train_loader(
+    train_set: Dataset, config: TrainConfig, rank: int, world_size: int, pin_memory: bool
+) -> DataLoader:
+    """This rank's training loader: its shard in the order of ``config.seed``, its own augmentation.
+
+    With several workers every rank builds the ``DistributedSampler`` with the
+    run's seed (the ranks must agree on one permutation, reshuffled by
+    ``set_epoch``); Ray's ``prepare_data_loader`` keeps a sampler it is given,
+    while the one it would add ignores the seed. Augmentation differs per rank:
+    this process's generators (torch, numpy and Python's ``random``, which timm's
+    random-resized crop draws from) are seeded with ``seed + rank``, and the
+    loader's generator seeds each DataLoader worker's from ``seed + rank`` too.
+    """
+    # timm's seeding, not ray.train.torch.enable_reproducibility: that forces deterministic
+    # kernels and turns cudnn.benchmark off (slower GPU training) and seeds every rank alike.
+    random_seed(config.seed, rank)
+    sampler = None
+    if world_size > 1:
+        sampler = DistributedSampler(train_set, world_size, rank, shuffle=True, seed=config.seed)
+    return DataLoader(
+        train_set,
+        batch_size=config.batch_size_per_worker,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=len(train_set) >= config.batch_size,
+        generator=torch.Generator().manual_seed(config.seed + rank),
+        **_loader_options(config, pin_memory),
+    )
+
+
+def _loader_options(config: TrainConfig, pin_memory: bool) -> dict[str, Any]:
+    workers = resolve_loader_workers(config)
+    return {"num_workers": workers, "pin_memory": pin_memory, "persistent_workers": workers > 0}
+
+
 def _create_loaders(
     config: TrainConfig, rank: int, world_size: int, pin_memory: bool
 ) -> tuple[DataLoader, DataLoader]:
-    """The training loader (sharded by Ray's DistributedSampler) and this rank's val shard."""
+    """This rank's training loader (see :func:`create_train_loader`) and its val shard."""
     train_set, val_set = create_datasets(config)
     if rank == 0 and train_set.uncropped + val_set.uncropped:
         print(
@@ -80,26 +115,14 @@ def _create_loaders(
             "they are used whole",
             flush=True,
         )
-    workers = resolve_loader_workers(config)
-    common: dict[str, Any] = {
-        "num_workers": workers,
-        "pin_memory": pin_memory,
-        "persistent_workers": workers > 0,
-    }
-    generator = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(
-        train_set,
-        batch_size=config.batch_size_per_worker,
-        shuffle=True,
-        drop_last=len(train_set) >= config.batch_size,
-        generator=generator,
-        **common,
-    )
+    train_loader = create_train_loader(train_set, config, rank, world_size, pin_memory)
     # Validation shards without padding (a DistributedSampler would repeat images
     # to even out the shards); the engine all-reduces the sums, so every image
     # counts exactly once.
     val_shard = Subset(val_set, list(range(rank, len(val_set), world_size)))
-    val_loader = DataLoader(val_shard, batch_size=config.batch_size_per_worker, **common)
+    val_loader = DataLoader(
+        val_shard, batch_size=config.batch_size_per_worker, **_loader_options(config, pin_memory)
+    )
     return ray.train.torch.prepare_data_loader(train_loader), val_loader
 
 
