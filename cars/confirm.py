@@ -23,13 +23,13 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from cars.config import METRIC, MODE
 from cars.report.results import read_sweep_results, select_regime_bests
-from cars.resources import DRIVER_RESOURCES, TrialResources
+from cars.resources import TrialResources
 from cars.storage import join_path, write_text
 from cars.sweep import (
     CONFIRM_DIR,
     SWEEP_CONFIG_FILE,
     confirm_path,
-    create_base_config,
+    create_trainable,
     plan_resources,
     read_sweep_config,
     train_driver_fn,
@@ -85,13 +85,6 @@ def confirm_driver_fn(config: dict[str, Any], base: dict[str, Any], train_storag
     )
 
 
-def _trainable(sweep: SweepConfig, resources: TrialResources, path: str) -> Any:
-    driver = ray.tune.with_parameters(
-        confirm_driver_fn, base=create_base_config(sweep, resources), train_storage=path
-    )
-    return ray.tune.with_resources(driver, dict(DRIVER_RESOURCES))
-
-
 def _trial_name(trial: Any) -> str:
     return f"confirm_{trial.config['regime']}_{trial.trial_id}"
 
@@ -118,7 +111,7 @@ def create_confirm_tuner(
 ) -> ray.tune.Tuner:
     """A ``Tuner`` of every winner x every seed, each run to the end, in ``confirm/``."""
     return ray.tune.Tuner(
-        _trainable(sweep, resources, confirm_path(sweep_path)),
+        create_trainable(sweep, resources, confirm_path(sweep_path), confirm_driver_fn),
         param_space=create_confirm_param_space(winners, seeds),
         tune_config=ray.tune.TuneConfig(
             metric=METRIC,
@@ -152,7 +145,7 @@ def run_confirm(sweep_path: str) -> ray.tune.ResultGrid | None:
     if ray.tune.Tuner.can_restore(path):
         tuner = ray.tune.Tuner.restore(
             path,
-            trainable=_trainable(sweep, resources, path),
+            trainable=create_trainable(sweep, resources, path, confirm_driver_fn),
             # Tune does not store the search space: trials it had not started
             # need it to resolve their sampled values.
             param_space=create_confirm_param_space(winners, seeds),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,9 +165,12 @@ def _trial_name(trial: Any) -> str:
     return f"{trial_regime(trial.config)}_{trial.trial_id}"
 
 
-def _trainable(sweep: SweepConfig, resources: TrialResources, path: str) -> Any:
+def create_trainable(
+    sweep: SweepConfig, resources: TrialResources, path: str, driver_fn: Callable = train_driver_fn
+) -> Any:
+    """A trial driver given the sweep's shared settings, its Train runs' folder and resources."""
     driver = ray.tune.with_parameters(
-        train_driver_fn, base=create_base_config(sweep, resources), train_storage=path
+        driver_fn, base=create_base_config(sweep, resources), train_storage=path
     )
     return ray.tune.with_resources(driver, dict(DRIVER_RESOURCES))
 
@@ -180,7 +183,7 @@ def create_tuner(sweep: SweepConfig, resources: TrialResources) -> ray.tune.Tune
         reduction_factor=sweep.reduction_factor,
     )
     return ray.tune.Tuner(
-        _trainable(sweep, resources, join_path(sweep.storage, sweep.name)),
+        create_trainable(sweep, resources, join_path(sweep.storage, sweep.name)),
         param_space=create_param_space(sweep),
         tune_config=ray.tune.TuneConfig(
             metric=METRIC,
@@ -279,7 +282,7 @@ def resume_sweep(path: str) -> SweepOutcome:
     sweep = read_sweep_config(path)
     tuner = ray.tune.Tuner.restore(
         path,
-        trainable=_trainable(sweep, plan_resources(sweep), path),
+        trainable=create_trainable(sweep, plan_resources(sweep), path),
         # Tune does not store the search space; without it, trials it had not
         # started keep their sampled values as unresolved placeholders and fail.
         param_space=create_param_space(sweep),
