@@ -73,10 +73,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 def _upload(local: Path, uri: str) -> None:
     filesystem, fs_path = pyarrow.fs.FileSystem.from_uri(uri)
-    if local.is_dir():
-        filesystem.create_dir(fs_path, recursive=True)
-    else:
-        filesystem.create_dir(fs_path.rsplit("/", 1)[0], recursive=True)
+    folder = fs_path if local.is_dir() else fs_path.rsplit("/", 1)[0]
+    filesystem.create_dir(folder, recursive=True)
     pyarrow.fs.copy_files(
         str(local),
         fs_path,

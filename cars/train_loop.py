@@ -73,13 +73,10 @@ def create_train_loader(
 ) -> DataLoader:
     """This rank's training loader: its shard in the order of ``config.seed``, its own augmentation.
 
-    With several workers every rank builds the ``DistributedSampler`` with the
-    run's seed (the ranks must agree on one permutation, reshuffled by
-    ``set_epoch``); Ray's ``prepare_data_loader`` keeps a sampler it is given,
-    while the one it would add ignores the seed. Augmentation differs per rank:
-    this process's generators (torch, numpy and Python's ``random``, which timm's
-    random-resized crop draws from) are seeded with ``seed + rank``, and the
-    loader's generator seeds each DataLoader worker's from ``seed + rank`` too.
+    The ranks share one ``DistributedSampler`` permutation of the run's seed (the
+    one Ray's ``prepare_data_loader`` would add ignores it); this process's
+    generators (torch, numpy, and Python's ``random`` that timm's crops draw from)
+    and the DataLoader workers' are seeded with ``seed + rank``.
     """
     # timm's seeding, not ray.train.torch.enable_reproducibility: that forces deterministic
     # kernels and turns cudnn.benchmark off (slower GPU training) and seeds every rank alike.
