@@ -12,10 +12,7 @@ into place.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,7 @@ from timm.utils import unwrap_model
 from torch import nn
 
 from cars.paths import resolve_path
-from cars.storage import join_path, local_copy
+from cars.storage import atomic_path, join_path, local_copy
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_WEIGHTS_FILE = "model.safetensors"
@@ -77,7 +74,8 @@ def save_checkpoint(
         "metrics": to_plain(metrics, "metrics"),
     }
     path = Path(directory) / CHECKPOINT_FILE
-    _write_atomically(path, lambda tmp: torch.save(payload, tmp))
+    with atomic_path(path) as staged:
+        torch.save(payload, staged)
     return path
 
 
@@ -122,20 +120,14 @@ def save_best_weights(
         )
     train_config = to_plain(config, "config")
     model_config = {"label_names": [str(c) for c in class_names], "train_config": train_config}
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_path(folder) as staged:
         save_for_hf(
             inner,
-            str(staging),
+            str(staged),
             model_config=model_config,
             safe_serialization=True,
             data_config=eval_data_config(inner, train_config.get("image_size")),
         )
-        for name in (BEST_WEIGHTS_FILE, BEST_CONFIG_FILE):
-            (staging / name).replace(folder / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
@@ -150,16 +142,6 @@ def eval_data_config(model: nn.Module, image_size: int | None) -> dict[str, Any]
 def _state_dict_of(model: nn.Module) -> dict[str, torch.Tensor]:
     # Unwrapped, so the keys carry no DDP or torch.compile prefix.
     return dict(unwrap_model(model).state_dict())
-
-
-def _write_atomically(path: Path, write: Callable[[str], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(str(tmp))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def to_plain(value: Any, where: str = "value") -> Any:

@@ -34,7 +34,6 @@ def train_one_epoch(
     amp_dtype: torch.dtype | None = None,
     mixup_fn: Callable[[torch.Tensor, torch.Tensor], Batch] | None = None,
     channels_last: bool = False,
-    max_grad_norm: float | None = None,
 ) -> dict[str, float]:
     """Train ``model`` for one pass over ``loader``, stepping ``scheduler`` after every batch.
 
@@ -65,9 +64,6 @@ def train_one_epoch(
             loss = loss_fn(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if max_grad_norm is not None:
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
@@ -219,17 +215,28 @@ def _autocast(
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
-def _batch_sums(logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
-    """Loss sum, top-1 hits, top-k hits and image count of one batch (k = min(5, classes))."""
-    k = min(5, logits.shape[1])
-    top = logits.topk(k, dim=1).indices
+def topk_hits(
+    scores: torch.Tensor, labels: torch.Tensor, k: int = 5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, whether its label is the top-scoring class, and whether it is among the top k.
+
+    ``k`` is capped at the number of classes. Hits, not timm's ``accuracy``:
+    that returns float percentages, and the engine all-reduces exact counts.
+    """
+    top = scores.topk(min(k, scores.shape[1]), dim=1).indices
     hits = top == labels[:, None]
+    return hits[:, 0], hits.any(dim=1)
+
+
+def _batch_sums(logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    """Loss sum, top-1 hits, top-5 hits and image count of one batch."""
+    top1, top5 = topk_hits(logits, labels)
     count = labels.shape[0]
     return torch.stack(
         [
             loss.double() * count,
-            hits[:, 0].sum().double(),
-            hits.any(dim=1).sum().double(),
+            top1.sum().double(),
+            top5.sum().double(),
             torch.tensor(count, dtype=torch.float64, device=logits.device),
         ]
     )

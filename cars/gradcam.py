@@ -30,6 +30,7 @@ import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from scipy import ndimage
+from timm.utils import unwrap_model
 from torch import nn
 
 Box = Sequence[float]
@@ -227,17 +228,6 @@ class CamResult:
     def confidences(self) -> np.ndarray:
         """The probability of each image's predicted class."""
         return self.probabilities.max(axis=1)
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module inside a DDP / DataParallel / ``torch.compile`` wrapper."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        else:
-            return model
 
 
 @contextlib.contextmanager

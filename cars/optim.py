@@ -53,6 +53,8 @@ def create_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optim
     return torch.optim.AdamW(param_groups, lr=config.lr)
 
 
+# Not timm's CosineLRScheduler nor torch's CosineAnnealingLR: both floor every group at one
+# absolute lr (each group here ends at min_ratio of its own), and timm's keeps no step count.
 @dataclass
 class WarmupCosine:
     """The learning-rate factor at a step: linear warmup to 1, then cosine down to ``min_ratio``.

@@ -1,15 +1,16 @@
 """Reading and writing small files on local disk or any storage ``pyarrow.fs`` opens.
 
 Sweeps and reports may live on ``s3://`` or a shared mount; these helpers keep
-that difference in one place. Local writes go to a temporary name first and
-are renamed, so a reader never sees half a file. A location is a local path or
+that difference in one place. Every write goes through :func:`atomic_path`, so
+a reader never sees half a file. A location is a local path or
 a URI with its scheme: never a bucket key taken for a local path.
 """
 
 from __future__ import annotations
 
-import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -29,33 +30,68 @@ def join_path(base: str, *parts: str) -> str:
     return str(Path(base, *parts))
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write a local file through a temporary name in the same folder, then rename."""
-    target = Path(path)
+@contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a local path to write ``target`` through; it becomes ``target`` if the block succeeds.
+
+    The caller writes a file or a folder at the yielded path (which does not
+    exist yet). Locally it sits beside ``target`` and is renamed onto it; an
+    existing folder is set aside first and removed once the new one is in place.
+    For a URI it sits in a local temporary folder and is uploaded when complete
+    (an object store shows an object only once its upload is whole). On an
+    error nothing is left behind and ``target`` stays as it was.
+    """
+    if is_uri(str(target)):
+        with tempfile.TemporaryDirectory(prefix="cars-upload-") as folder:
+            staged = Path(folder, "staged")
+            yield staged
+            _upload(staged, str(target))
+        return
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tag = uuid.uuid4().hex[:8]
+    staged = target.parent / f".{target.name}.partial-{tag}"
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        # mkstemp makes the file private (0600); give it the usual mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        Path(tmp).chmod(0o666 & ~umask)
-        Path(tmp).replace(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield staged
+        if staged.is_dir() and target.exists():
+            old = target.parent / f".{target.name}.old-{tag}"
+            target.rename(old)
+            try:
+                staged.rename(target)
+            except BaseException:
+                old.rename(target)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staged.replace(target)
+    finally:
+        if staged.is_dir():
+            shutil.rmtree(staged, ignore_errors=True)
+        else:
+            staged.unlink(missing_ok=True)
+
+
+def _upload(local: Path, uri: str) -> None:
+    filesystem, fs_path = pyarrow.fs.FileSystem.from_uri(uri)
+    folder = fs_path if local.is_dir() else fs_path.rsplit("/", 1)[0]
+    filesystem.create_dir(folder, recursive=True)
+    pyarrow.fs.copy_files(
+        str(local),
+        fs_path,
+        source_filesystem=pyarrow.fs.LocalFileSystem(),
+        destination_filesystem=filesystem,
+    )
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file, locally or to a URI, through :func:`atomic_path`."""
+    with atomic_path(path) as staged:
+        staged.write_bytes(data)
 
 
 def write_text(path: str, text: str) -> None:
-    """Write a text file, locally (atomically) or to a URI."""
-    if not is_uri(path):
-        write_bytes_atomic(path, text.encode())
-        return
-    filesystem, fs_path = pyarrow.fs.FileSystem.from_uri(path)
-    filesystem.create_dir(fs_path.rsplit("/", 1)[0], recursive=True)
-    with filesystem.open_output_stream(fs_path) as f:
-        f.write(text.encode())
+    """Write a text file, locally or to a URI, through :func:`atomic_path`."""
+    write_bytes(path, text.encode())
 
 
 def read_text(path: str) -> str:

@@ -53,20 +53,22 @@ def confirm_path(sweep_path: str) -> str:
     return join_path(sweep_path, CONFIRM_DIR)
 
 
+# Seeds a trial's learning-rate and depth draws. Tune's own ``loguniform`` cannot
+# depend on the regime, so these draws are made here, from a seed Tune draws with
+# the sweep's seeded generator (the sweep stays reproducible) apart from ``seed``,
+# which seeds initialisation and data order: the two do not determine each other.
+SAMPLE_SEED = "sample_seed"
+
+
 @dataclass(frozen=True)
 class LearningRateSampler:
-    """Draws a trial's learning rate log-uniformly from its regime's range.
-
-    Tune's own ``loguniform`` cannot depend on another key, so the draw is
-    seeded by the trial's ``seed`` (itself drawn from the sweep's seeded
-    generator): the sweep stays reproducible.
-    """
+    """Draws a trial's learning rate log-uniformly from its regime's range."""
 
     lr_ranges: Mapping[str, tuple[float, float]]
 
     def __call__(self, config: dict[str, Any]) -> float:
         low, high = self.lr_ranges[config["regime"]]
-        draw = np.random.default_rng([config["seed"], 0]).uniform(np.log(low), np.log(high))
+        draw = np.random.default_rng([config[SAMPLE_SEED], 0]).uniform(np.log(low), np.log(high))
         return float(np.exp(draw))
 
 
@@ -79,7 +81,7 @@ class DepthSampler:
     def __call__(self, config: dict[str, Any]) -> int | None:
         if config["regime"] != "finetune":
             return None
-        rng = np.random.default_rng([config["seed"], 1])
+        rng = np.random.default_rng([config[SAMPLE_SEED], 1])
         return int(self.finetune_blocks[rng.integers(len(self.finetune_blocks))])
 
 
@@ -93,6 +95,7 @@ def create_param_space(sweep: SweepConfig) -> dict[str, Any]:
     return {
         "regime": ray.tune.grid_search(list(sweep.regimes)),
         "seed": ray.tune.randint(0, 2**31 - 1),
+        SAMPLE_SEED: ray.tune.randint(0, 2**31 - 1),
         "lr": ray.tune.sample_from(LearningRateSampler(sweep.lr_ranges)),
         "trainable_blocks": ray.tune.sample_from(DepthSampler(sweep.finetune_blocks)),
         "augment": ray.tune.choice(list(sweep.augments)),
@@ -115,7 +118,8 @@ def create_base_config(sweep: SweepConfig, resources: TrialResources) -> dict[st
 def trial_train_config(config: dict[str, Any], base: dict[str, Any]) -> TrainConfig:
     """The ``TrainConfig`` of one trial: the shared settings with its draws."""
     weights = None if config["regime"] == "scratch" else base["weights"]
-    return TrainConfig.from_dict({**base, **config, "weights": weights})
+    draws = {k: v for k, v in config.items() if k != SAMPLE_SEED}
+    return TrainConfig.from_dict({**base, **draws, "weights": weights})
 
 
 def train_driver_fn(config: dict[str, Any], base: dict[str, Any], train_storage: str) -> None:

@@ -19,7 +19,8 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
-from torch.utils.data import DataLoader, Subset
+from timm.utils import random_seed, unwrap_model
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from cars.checkpoint import save_checkpoint
 from cars.config import METRIC, TrainConfig, selection_scores
@@ -67,10 +68,42 @@ def create_datasets(config: TrainConfig) -> tuple[CarsDataset, CarsDataset]:
     return train_set, val_set
 
 
+def create_train_loader(
+    train_set: Dataset, config: TrainConfig, rank: int, world_size: int, pin_memory: bool
+) -> DataLoader:
+    """This rank's training loader: its shard in the order of ``config.seed``, its own augmentation.
+
+    The ranks share one ``DistributedSampler`` permutation of the run's seed (the
+    one Ray's ``prepare_data_loader`` would add ignores it); this process's
+    generators (torch, numpy, and Python's ``random`` that timm's crops draw from)
+    and the DataLoader workers' are seeded with ``seed + rank``.
+    """
+    # timm's seeding, not ray.train.torch.enable_reproducibility: that forces deterministic
+    # kernels and turns cudnn.benchmark off (slower GPU training) and seeds every rank alike.
+    random_seed(config.seed, rank)
+    sampler = None
+    if world_size > 1:
+        sampler = DistributedSampler(train_set, world_size, rank, shuffle=True, seed=config.seed)
+    return DataLoader(
+        train_set,
+        batch_size=config.batch_size_per_worker,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=len(train_set) >= config.batch_size,
+        generator=torch.Generator().manual_seed(config.seed + rank),
+        **_loader_options(config, pin_memory),
+    )
+
+
+def _loader_options(config: TrainConfig, pin_memory: bool) -> dict[str, Any]:
+    workers = resolve_loader_workers(config)
+    return {"num_workers": workers, "pin_memory": pin_memory, "persistent_workers": workers > 0}
+
+
 def _create_loaders(
     config: TrainConfig, rank: int, world_size: int, pin_memory: bool
 ) -> tuple[DataLoader, DataLoader]:
-    """The training loader (sharded by Ray's DistributedSampler) and this rank's val shard."""
+    """This rank's training loader (see :func:`create_train_loader`) and its val shard."""
     train_set, val_set = create_datasets(config)
     if rank == 0 and train_set.uncropped + val_set.uncropped:
         print(
@@ -79,26 +112,14 @@ def _create_loaders(
             "they are used whole",
             flush=True,
         )
-    workers = resolve_loader_workers(config)
-    common: dict[str, Any] = {
-        "num_workers": workers,
-        "pin_memory": pin_memory,
-        "persistent_workers": workers > 0,
-    }
-    generator = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(
-        train_set,
-        batch_size=config.batch_size_per_worker,
-        shuffle=True,
-        drop_last=len(train_set) >= config.batch_size,
-        generator=generator,
-        **common,
-    )
+    train_loader = create_train_loader(train_set, config, rank, world_size, pin_memory)
     # Validation shards without padding (a DistributedSampler would repeat images
     # to even out the shards); the engine all-reduces the sums, so every image
     # counts exactly once.
     val_shard = Subset(val_set, list(range(rank, len(val_set), world_size)))
-    val_loader = DataLoader(val_shard, batch_size=config.batch_size_per_worker, **common)
+    val_loader = DataLoader(
+        val_shard, batch_size=config.batch_size_per_worker, **_loader_options(config, pin_memory)
+    )
     return ray.train.torch.prepare_data_loader(train_loader), val_loader
 
 
@@ -114,10 +135,6 @@ def _quiet_report_echo() -> None:
     except ImportError:
         return
     logging.getLogger(module.__file__).setLevel(logging.WARNING)
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 def format_epoch(metrics: Mapping[str, Any], epochs: int) -> str:
@@ -197,7 +214,7 @@ def run_worker(loop_config: dict[str, Any]) -> None:
         # Recomputed from training batches, as pycls and detectron2 do: eval mode should
         # normalise with the statistics of the activations the weights were trained on.
         update_batchnorm_statistics(
-            _unwrap(model),
+            unwrap_model(model),
             train_loader,
             num_batches=config.precise_bn_batches(len(train_loader)),
             device=device,
@@ -206,7 +223,11 @@ def run_worker(loop_config: dict[str, Any]) -> None:
         )
         val = (
             evaluate(
-                _unwrap(model), val_loader, device=device, amp_dtype=amp_dtype, channels_last=True
+                unwrap_model(model),
+                val_loader,
+                device=device,
+                amp_dtype=amp_dtype,
+                channels_last=True,
             )
             if has_val
             else NO_VAL
@@ -264,7 +285,7 @@ def _report(
         if rank == 0:
             save_checkpoint(
                 directory,
-                model=_unwrap(getattr(model, "_orig_mod", model)),
+                model=unwrap_model(model),
                 optimizer=optimizer,
                 scheduler=scheduler,
                 epoch=epoch,

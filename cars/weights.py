@@ -23,6 +23,7 @@ from typing import Any
 import safetensors.torch
 import timm.models
 import torch
+from timm.models import clean_state_dict
 from timm.utils import unwrap_model
 from torch import nn
 
@@ -42,8 +43,6 @@ ACCEPTED_FORMS = (
     f"that file), or a report's best/ folder ({BEST_WEIGHTS_FILE} + {BEST_CONFIG_FILE})"
 )
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
-# Wrappers a state dict's keys may carry: DDP's and torch.compile's.
-_KEY_PREFIXES = ("module.", "_orig_mod.")
 _SHOWN_KEYS = 8
 
 _logger = logging.getLogger(__name__)
@@ -148,6 +147,8 @@ def _read_local_weights(path: Path, location: str) -> WeightsFile:
         raise WeightsError(
             f"weights file {location} has an unknown suffix. Accepted: {ACCEPTED_FORMS}"
         )
+    # Not timm.models.load_state_dict: it drops the class names stored beside the weights
+    # and fails with a bare FileNotFoundError or torch.load's message instead of ours.
     content = torch_load(path, shown=location)
     class_names = None
     if isinstance(content, Mapping):
@@ -204,7 +205,8 @@ def apply_state_dict(
 ) -> None:
     """Load a ``legacy_xception`` state dict: the backbone strictly, the head only if it fits."""
     model = unwrap_model(model)
-    state = {_strip_prefixes(k): v for k, v in state_dict.items()}
+    # timm strips the key prefixes of DDP and torch.compile wrappers, in either order.
+    state = clean_state_dict(dict(state_dict))
     expected = model.state_dict()
     head = model.pretrained_cfg.get("classifier", "fc")
     head_keys = {k for k in expected if k.startswith(f"{head}.")}
@@ -246,9 +248,3 @@ def apply_state_dict(
         return
     _logger.warning("%s %s: using a freshly initialised %d-class head", source, reason, wanted[0])
     model.load_state_dict({k: v for k, v in state.items() if k not in head_keys}, strict=False)
-
-
-def _strip_prefixes(key: str) -> str:
-    while key.startswith(_KEY_PREFIXES):
-        key = key.split(".", 1)[1]
-    return key

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from cars.data.errors import DataError
+from cars.storage import atomic_path
 
 
 def is_empty_folder(path: Path) -> bool:
@@ -27,22 +26,6 @@ def staged_folder(target: str | Path, *, replace: bool = False) -> Iterator[Path
     target = Path(target)
     if target.exists() and not (replace or is_empty_folder(target)):
         raise DataError(f"{target} already exists and is not empty; choose a new or empty folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    staging = target.parent / f".{target.name}.partial-{tag}"
-    staging.mkdir()
-    try:
+    with atomic_path(target) as staging:
+        staging.mkdir()
         yield staging
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{tag}"
-            target.rename(old)
-            try:
-                staging.rename(target)
-            except BaseException:
-                old.rename(target)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

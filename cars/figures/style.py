@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import textwrap
-import uuid
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
 from cars.config import REGIMES
+from cars.storage import atomic_path
 
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
 REGIME_COLORS: dict[str, str] = {
@@ -67,13 +67,8 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = DPI) -> Path:
     try:
         if target.suffix.lower() != ".png":
             raise ValueError(f"figures are written as PNG; give a path ending in .png, got {path}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
-        try:
-            fig.savefig(partial, format="png", dpi=dpi, facecolor="white")
-            partial.replace(target)
-        finally:
-            partial.unlink(missing_ok=True)
+        with atomic_path(target) as staged:
+            fig.savefig(staged, format="png", dpi=dpi, facecolor="white")
     finally:
         _close(fig)
     return target

@@ -13,13 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-import pyarrow.fs
 import ray
 import ray.data
 
@@ -33,7 +30,7 @@ from cars.prediction.inputs import ImageSource, read_image_source, resolve_image
 from cars.prediction.stages import BatchClassifier, classifier_input, decode_batch
 from cars.resources import ResourceError
 from cars.runtime import init_ray
-from cars.storage import join_path, write_text
+from cars.storage import atomic_path, join_path, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -168,21 +165,8 @@ def _summarize(predicted: ray.data.Dataset, out: str, actors: int) -> Prediction
 
 def _write_cams(classifier: Classifier, source: ImageSource, count: int, out: str) -> None:
     rows = read_image_source(source)
-    if is_uri(out):
-        with tempfile.TemporaryDirectory() as local:
-            write_prediction_cams(classifier, rows, count, Path(local), source.class_names)
-            for file in Path(local).iterdir():
-                data = file.read_bytes()
-                _write_bytes_to(join_path(out, GRADCAM_DIR, file.name), data)
-        return
-    write_prediction_cams(classifier, rows, count, Path(out) / GRADCAM_DIR, source.class_names)
-
-
-def _write_bytes_to(uri: str, data: bytes) -> None:
-    filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
-    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with filesystem.open_output_stream(path) as f:
-        f.write(data)
+    with atomic_path(join_path(out, GRADCAM_DIR)) as folder:
+        write_prediction_cams(classifier, rows, count, folder, source.class_names)
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from cars.config import TrainConfig
 from cars.data import CarsDataset, create_transform_for, read_dataset_info
+from cars.engine import topk_hits
 from cars.model import build_model
 from cars.runtime import init_ray
 from cars.weights import load_weights
@@ -90,9 +91,8 @@ def score_probabilities(
         return float("nan"), float("nan"), float("nan")
     probs, truth = probabilities[known], labels[known]
     loss = float(-np.log(np.clip(probs[np.arange(len(truth)), truth], 1e-12, None)).mean())
-    k = min(5, probs.shape[1])
-    top = np.argsort(-probs, axis=1)[:, :k]
-    return loss, float((top[:, 0] == truth).mean()), float((top == truth[:, None]).any(1).mean())
+    top1, top5 = topk_hits(torch.from_numpy(probs), torch.from_numpy(truth))
+    return loss, top1.double().mean().item(), top5.double().mean().item()
 
 
 def score_checkpoint(checkpoint: str, config: dict[str, Any]) -> TestScore:

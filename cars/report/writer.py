@@ -45,7 +45,7 @@ from cars.report.scoring import (
 )
 from cars.report.summary import REFERENCE, SummaryInputs, render_summary
 from cars.stats import wilson_interval
-from cars.storage import write_bytes_atomic
+from cars.storage import write_bytes
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     """Write a table as Parquet through a temporary name."""
     sink = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
-    write_bytes_atomic(path, sink.getvalue().to_pybytes())
+    write_bytes(path, sink.getvalue().to_pybytes())
 
 
 def describe_weights(weights: str | None) -> str:
@@ -302,5 +302,5 @@ def write_report(
                 confirm_seeds=config.confirm,
             )
         )
-        write_bytes_atomic(stage / "summary.md", summary.encode())
+        write_bytes(stage / "summary.md", summary.encode())
     return ReportOutcome(path=str(target), missing=[*results.missing, *notes])

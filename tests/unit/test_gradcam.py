@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from timm.utils import unwrap_model
 from torch import nn
 
 from cars.gradcam import (
@@ -18,7 +19,6 @@ from cars.gradcam import (
     energy_inside_box,
     measure_cams,
     pointing_game_hit,
-    unwrap_model,
 )
 
 # ---------------------------------------------------------------- measures
@@ -293,6 +293,7 @@ def test_wrapped_models_are_unwrapped() -> None:
     probe = RegionProbe()
     wrapped = nn.DataParallel(probe)  # same .module convention as DDP
     assert unwrap_model(wrapped) is probe
+    assert unwrap_model(torch.compile(wrapped)) is probe  # torch.compile's _orig_mod too
     result = compute_cams(wrapped, _probe_input(), targets=[1])
     assert energy_inside_box(result.cams[0], BOTTOM_LEFT) > 0.8
 

@@ -12,12 +12,13 @@ import pyarrow.fs
 import pytest
 
 from cars.storage import (
+    atomic_path,
     exists,
     join_path,
     local_copy,
     location_of,
     read_text,
-    write_bytes_atomic,
+    write_bytes,
     write_text,
 )
 
@@ -88,16 +89,16 @@ def test_writes_leave_no_temporary_files(tmp_path: Path, kind: str) -> None:
     for name in ("one.txt", "two.txt", "one.txt"):
         path = str(folder / name) if kind == "local" else _uri(folder / name)
         write_text(path, name)
-    write_bytes_atomic(folder / "three.bin", b"\x00\x01")
+    write_bytes(folder / "three.bin", b"\x00\x01")
     assert sorted(p.name for p in folder.iterdir()) == ["one.txt", "three.bin", "two.txt"]
     assert (folder / "three.bin").read_bytes() == b"\x00\x01"
 
 
 def test_failed_atomic_write_keeps_the_old_file_and_no_temporary(tmp_path: Path) -> None:
     target = tmp_path / "trials.parquet"
-    write_bytes_atomic(target, b"old content")
+    write_bytes(target, b"old content")
     with pytest.raises(TypeError):
-        write_bytes_atomic(target, "not bytes")  # type: ignore[arg-type]
+        write_bytes(target, "not bytes")  # type: ignore[arg-type]
     assert target.read_bytes() == b"old content"
     assert [p.name for p in tmp_path.iterdir()] == ["trials.parquet"]
 
@@ -134,6 +135,40 @@ def test_local_copy_of_an_s3_folder_file_and_missing_key(s3_bucket: str) -> None
         assert local.read_text() == "[]"
     with local_copy(join_path(s3_bucket, "copy", "missing")) as local:
         assert not local.exists()
+
+
+def test_atomic_folder_replaces_the_old_one_only_when_complete(tmp_path: Path) -> None:
+    target = tmp_path / "report"
+    with atomic_path(target) as staged:
+        staged.mkdir()
+        (staged / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as staged:
+        staged.mkdir()
+        (staged / "new.txt").write_text("new")
+        raise RuntimeError("interrupted")
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    with atomic_path(target) as staged:
+        staged.mkdir()
+        (staged / "new.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]
+
+
+def test_atomic_file_and_folder_on_s3(s3_bucket: str) -> None:
+    file = join_path(s3_bucket, "atomic", "summary.md")
+    with atomic_path(file) as staged:
+        staged.write_text(TEXT)
+    assert read_text(file) == TEXT
+    folder = join_path(s3_bucket, "atomic", "gradcam")
+    with atomic_path(folder) as staged:
+        staged.mkdir()
+        (staged / "grid.png").write_bytes(b"png")
+    with local_copy(folder) as local:
+        assert [p.name for p in local.iterdir()] == ["grid.png"]
+    with pytest.raises(RuntimeError), atomic_path(join_path(s3_bucket, "never")) as staged:
+        staged.write_text("half")
+        raise RuntimeError("interrupted")
+    assert not exists(join_path(s3_bucket, "never"))
 
 
 def test_local_copy_of_a_local_path_is_the_path_itself(tmp_path: Path) -> None:
