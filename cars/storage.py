@@ -47,24 +47,39 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
-def write_text(path: str, text: str) -> None:
-    """Write a text file, locally (atomically) or to a URI."""
+def write_bytes(path: str, data: bytes) -> None:
+    """Write a file, locally (atomically) or to a URI.
+
+    An object store's upload appears whole when it completes, or not at all.
+    """
     if not is_uri(path):
-        write_bytes_atomic(path, text.encode())
+        write_bytes_atomic(path, data)
         return
     filesystem, fs_path = pyarrow.fs.FileSystem.from_uri(path)
     filesystem.create_dir(fs_path.rsplit("/", 1)[0], recursive=True)
     with filesystem.open_output_stream(fs_path) as f:
-        f.write(text.encode())
+        f.write(data)
+
+
+def read_bytes(path: str) -> bytes:
+    """Read a file from local disk or a URI."""
+    if not is_uri(path):
+        return Path(path).read_bytes()
+    filesystem, fs_path = pyarrow.fs.FileSystem.from_uri(path)
+    with filesystem.open_input_stream(fs_path) as f:
+        return f.read()
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a text file, locally (atomically) or to a URI."""
+    write_bytes(path, text.encode())
 
 
 def read_text(path: str) -> str:
     """Read a text file from local disk or a URI."""
     if not is_uri(path):
         return Path(path).read_text(encoding="utf-8")
-    filesystem, fs_path = pyarrow.fs.FileSystem.from_uri(path)
-    with filesystem.open_input_stream(fs_path) as f:
-        return f.read().decode()
+    return read_bytes(path).decode()
 
 
 def exists(path: str) -> bool:
