@@ -26,9 +26,10 @@ from cars.config import (
     TrainConfig,
 )
 from cars.data import SPLITS, DataError
-from cars.paths import REPORTS_DIR, RUNS_DIR, resolve_path
+from cars.paths import FEATURES_DIR, REPORTS_DIR, RUNS_DIR, resolve_path
 from cars.prediction.config import PredictConfig
 from cars.resources import ResourceError
+from cars.storage import join_path
 from cars.sweep_config import PRESETS, SweepConfig, create_sweep_config
 
 # Errors in what the user asked for or in their surroundings (a path, storage,
@@ -110,6 +111,17 @@ def _add_resource_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_feature_cache_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-feature-cache",
+        dest="feature_cache",
+        action="store_false",
+        default=None,
+        help="frozen runs without augmentation train on images every epoch, instead of on "
+        "backbone features computed once",
+    )
+
+
 @dataclass(frozen=True)
 class TrainJob:
     """One training run without Tune."""
@@ -164,6 +176,7 @@ def create_train_parser() -> argparse.ArgumentParser:
         help="training images that recompute the BatchNorm statistics before each "
         "validation, at most an epoch's (0: keep the running averages)",
     )
+    _add_feature_cache_option(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--max-failures",
@@ -185,6 +198,7 @@ def create_train_parser() -> argparse.ArgumentParser:
 def parse_train_args(argv: Sequence[str] | None = None) -> TrainJob:
     """Parse ``jobs/train.py``'s command line into a validated job."""
     args = create_train_parser().parse_args(argv)
+    storage = resolve_path(args.storage)
     config = TrainConfig(
         data=resolve_path(args.data),
         regime=args.regime,
@@ -209,11 +223,13 @@ def parse_train_args(argv: Sequence[str] | None = None) -> TrainJob:
         loader_workers=args.loader_workers,
         compile=args.compile,
         precise_bn_samples=args.precise_bn_samples,
+        feature_cache=args.feature_cache is not False,
+        feature_store=join_path(storage, FEATURES_DIR),
         seed=args.seed,
         max_failures=args.max_failures,
     )
     name = args.name or f"train-{config.regime}-{_timestamp()}"
-    return TrainJob(config=config, storage=resolve_path(args.storage), name=name)
+    return TrainJob(config=config, storage=storage, name=name)
 
 
 @dataclass(frozen=True)
@@ -299,6 +315,7 @@ def create_sweep_parser() -> argparse.ArgumentParser:
         help=f"training images that recompute the BatchNorm statistics before each "
         f"validation (default {PRECISE_BN_SAMPLES}; 0: keep the running averages)",
     )
+    _add_feature_cache_option(run)
     run.add_argument("--seed", type=int)
     run.add_argument("--gradcam-images", type=int)
     run.add_argument(
@@ -351,6 +368,7 @@ def parse_sweep_args(argv: Sequence[str] | None = None) -> SweepJob:
         max_concurrent_trials=args.max_concurrent_trials,
         max_failures=args.max_failures,
         precise_bn_samples=args.precise_bn_samples,
+        feature_cache=args.feature_cache,
         seed=args.seed,
         gradcam_images=args.gradcam_images,
         confirm=args.confirm,

@@ -46,7 +46,6 @@ from cars.model import HEAD
 from cars.paths import is_uri
 from cars.storage import exists, join_path, read_bytes, read_text, write_bytes, write_text
 
-FEATURES_DIR = "features"
 MANIFEST_FILE = "manifest.json"
 FEATURE_SPLITS = ("train", "val")
 # Changes whenever the stored layout or what the features mean changes.

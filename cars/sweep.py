@@ -26,6 +26,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from cars.config import METRIC, MODE, TrainConfig
 from cars.history import read_checkpoint_history
+from cars.paths import FEATURES_DIR
 from cars.resources import DRIVER_RESOURCES, TrialResources, plan_trial_resources
 from cars.scheduler import RegimeASHAScheduler, trial_regime
 from cars.storage import exists, join_path, read_text, write_text
@@ -99,17 +100,23 @@ def create_param_space(sweep: SweepConfig) -> dict[str, Any]:
     }
 
 
+def feature_store(sweep: SweepConfig) -> str:
+    """Where a sweep keeps the backbone features its frozen trials (and confirmations) share."""
+    return join_path(sweep.storage, sweep.name, FEATURES_DIR)
+
+
 def create_base_config(sweep: SweepConfig, resources: TrialResources) -> dict[str, Any]:
     """The training settings every trial shares, as a plain dict."""
     if sweep.data is None:
         raise ValueError(f"sweep {sweep.name!r} has no data set")
-    return sweep.create_train_config(
+    config = sweep.create_train_config(
         sweep.data,
         "finetune",
         sweep.lr_ranges[sweep.regimes[0]][0],
         sweep.augments[0],
         cpus_per_worker=resources.cpus_per_worker,
-    ).to_dict()
+    )
+    return config.replace(feature_store=feature_store(sweep)).to_dict()
 
 
 def trial_train_config(config: dict[str, Any], base: dict[str, Any]) -> TrainConfig:

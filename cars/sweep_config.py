@@ -55,7 +55,9 @@ class SweepConfig:
     rates are log-uniform in each regime's ``lr_ranges`` entry; ``finetune``
     draws its depth from ``finetune_blocks``; every trial draws an ``augment``.
     ``confirm`` fresh seeds retrain each regime's best configuration after the
-    sweep (0: no confirmation stage).
+    sweep (0: no confirmation stage). With ``feature_cache``, frozen trials
+    without augmentation train their head on backbone features computed once
+    per sweep (:mod:`cars.features`).
     """
 
     name: str
@@ -91,6 +93,7 @@ class SweepConfig:
     gradcam_images: int = 8
     confirm: int = 0
     precise_bn_samples: int = PRECISE_BN_SAMPLES
+    feature_cache: bool = True
     demo: DemoSpec | None = None
 
     def __post_init__(self) -> None:
@@ -191,6 +194,7 @@ class SweepConfig:
             seed=self.seed,
             max_failures=self.max_failures,
             precise_bn_samples=self.precise_bn_samples,
+            feature_cache=self.feature_cache,
         )
 
     def to_dict(self) -> dict[str, Any]:
