@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from cars.checkpoint import save_checkpoint
 from cars.config import TrainConfig
 from cars.data import CarsDataset, create_transform_for, read_dataset_info
 from cars.engine import evaluate, train_one_epoch
@@ -27,7 +28,7 @@ from cars.features import (
 )
 from cars.model import build_model
 from cars.optim import create_loss
-from cars.training_state import create_training_state
+from cars.training_state import TrainingState, create_training_state
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -63,18 +64,25 @@ def _frozen_model(config: TrainConfig) -> nn.Module:
 
 
 def _train(
-    config: TrainConfig, model: nn.Module, trained: nn.Module, train_set: Dataset, val_set: Dataset
-) -> list[dict[str, float]]:
+    config: TrainConfig,
+    model: nn.Module,
+    trained: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset,
+    *,
+    resume_from: Path | None = None,
+    stop_after: int | None = None,
+) -> tuple[list[dict[str, float]], TrainingState]:
     """Train as the Ray Train loop does: the same loader settings, schedule and loss."""
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(
         train_set, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator
     )
     val_loader = DataLoader(val_set, batch_size=config.batch_size)
-    state = create_training_state(model, config, len(train_loader))
+    state = create_training_state(model, config, len(train_loader), resume_from)
     on_images = trained is model
     epochs = []
-    for _ in range(config.epochs):
+    for _ in range(state.start_epoch, (stop_after or config.epochs) + 1):
         train = train_one_epoch(
             trained,
             train_loader,
@@ -86,7 +94,7 @@ def _train(
         )
         val = evaluate(trained, val_loader, device="cpu", channels_last=on_images)
         epochs.append({"train_loss": train["loss"], "val_loss": val["loss"], "val_acc": val["acc"]})
-    return epochs
+    return epochs, state
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +116,9 @@ def test_training_on_cached_features_matches_training_on_images(
     _, cache = computed
 
     on_images = _frozen_model(config)
-    image_epochs = _train(config, on_images, on_images, datasets["train"], datasets["val"])
+    image_epochs, _ = _train(config, on_images, on_images, datasets["train"], datasets["val"])
     on_features = _frozen_model(config)
-    feature_epochs = _train(
+    feature_epochs, _ = _train(
         config,
         on_features,
         feature_head(on_features),
@@ -127,6 +135,43 @@ def test_training_on_cached_features_matches_training_on_images(
     for name, value in on_images.state_dict().items():
         torch.testing.assert_close(trained[name], value, rtol=1e-4, atol=1e-5)
     assert not torch.equal(trained["fc.weight"], _frozen_model(config).state_dict()["fc.weight"])
+
+
+def test_a_checkpoint_of_a_run_on_features_resumes_on_features_or_on_images(
+    prepared_set: Path, computed: tuple[Path, Any], tmp_path: Path
+) -> None:
+    config = _config(prepared_set)
+    datasets = _datasets(config)
+    _, cache = computed
+    features = (cache.splits["train"].to_dataset(), cache.splits["val"].to_dataset())
+    first = _frozen_model(config)
+    _, state = _train(config, first, feature_head(first), *features, stop_after=1)
+    save_checkpoint(
+        tmp_path,
+        model=first,
+        optimizer=state.optimizer,
+        scheduler=state.scheduler,
+        epoch=1,
+        config=config.to_dict(),
+        class_names=list(read_dataset_info(config.data).class_names),
+        metrics={},
+    )
+
+    # Another seed: the checkpoint, not the seed, decides the head.
+    on_features = _frozen_model(config.replace(seed=9))
+    feature_epochs, feature_state = _train(
+        config, on_features, feature_head(on_features), *features, resume_from=tmp_path
+    )
+    on_images = _frozen_model(config.replace(seed=9))
+    image_epochs, _ = _train(
+        config, on_images, on_images, datasets["train"], datasets["val"], resume_from=tmp_path
+    )
+
+    assert len(feature_epochs) == 1  # epoch 2 only
+    steps_per_epoch = 36 // config.batch_size
+    assert feature_state.scheduler.last_epoch == 2 * steps_per_epoch
+    assert feature_epochs == pytest.approx(image_epochs, rel=1e-4, abs=1e-5)
+    torch.testing.assert_close(on_features.fc.weight, on_images.fc.weight, rtol=1e-4, atol=1e-5)
 
 
 def test_a_second_run_reads_the_cache_and_gets_the_same_features(
