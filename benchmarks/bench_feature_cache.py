@@ -13,8 +13,10 @@ Both feature cases must reach the validation accuracy of ``images`` (same seed).
 
     python benchmarks/bench_feature_cache.py [--device cpu|cuda] [--image-size 299] [--epochs 10]
 
-Without ``--data`` it runs on the demo's target set (generated, or reused from
-``data/demo``); pass a prepared set (e.g. Stanford Cars) with ``--data``.
+Without ``--data`` it runs on a synthetic set, by default of the demo's size
+(``--classes 8 --train-per-class 32``, generated once into ``data/bench``); pass
+a prepared set (e.g. Stanford Cars) with ``--data``.
+It imports no Ray, so it runs where only torch and timm are installed.
 """
 
 from __future__ import annotations
@@ -30,14 +32,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cars.config import TrainConfig
-from cars.data import read_dataset_info
-from cars.demo import prepare_demo_data
+from cars.data import CarsDataset, create_transform_for, prepare_synthetic, read_dataset_info
 from cars.engine import evaluate, train_one_epoch
 from cars.features import feature_head, load_or_compute_features
 from cars.model import build_model
 from cars.optim import create_loss
-from cars.sweep_config import PRESETS
-from cars.train_loop import create_datasets
+from cars.paths import PROJECT_ROOT
 from cars.training_state import create_training_state
 
 
@@ -52,11 +52,23 @@ class Trial:
     val_loss: float
 
 
+def synthetic_data(classes: int, per_class: int) -> str:
+    """A synthetic set of ``classes`` x ``per_class`` training images, made once."""
+    out = PROJECT_ROOT / "data" / "bench" / f"synthetic-{classes}x{per_class}"
+    if not (out / "dataset.json").exists():
+        prepare_synthetic(
+            out, num_classes=classes, train_per_class=per_class, test_per_class=2, seed=0
+        )
+    return str(out)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The benchmark's command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--data", help="a prepared data set (default: the demo's target set)")
+    parser.add_argument("--data", help="a prepared data set (default: a synthetic one)")
+    parser.add_argument("--classes", type=int, default=8, help="of the synthetic set")
+    parser.add_argument("--train-per-class", type=int, default=32, help="of the synthetic set")
     parser.add_argument("--weights", help="backbone weights (default: random, as a timing allows)")
     parser.add_argument("--image-size", type=int, default=299)
     parser.add_argument("--epochs", type=int, default=10)
@@ -64,6 +76,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--loader-workers", type=int, default=0, help="DataLoader processes")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     return parser.parse_args(argv)
+
+
+def create_datasets(config: TrainConfig) -> tuple[CarsDataset, CarsDataset]:
+    """The training and validation sets of a frozen run without augmentation.
+
+    As ``cars.train_loop.create_datasets`` builds them, without importing Ray.
+    """
+    return tuple(
+        CarsDataset(
+            config.data,
+            split,
+            create_transform_for("none", config.image_size, is_training=split == "train"),
+            bbox_crop=config.bbox_crop,
+            bbox_margin=config.bbox_margin,
+        )
+        for split in ("train", "val")
+    )
 
 
 def _loaders(config: TrainConfig, train_set: Dataset, val_set: Dataset) -> tuple[DataLoader, ...]:
@@ -134,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     logging.getLogger("cars.model").setLevel(logging.ERROR)  # random weights suit a timing
-    data = args.data or prepare_demo_data(PRESETS["demo"]["demo"], seed=0)[0]
+    data = args.data or synthetic_data(args.classes, args.train_per_class)
     info = read_dataset_info(data)
     config = TrainConfig(
         data=data,

@@ -153,6 +153,39 @@ def train_driver_fn(config: dict[str, Any], base: dict[str, Any], train_storage:
     trainer.fit()
 
 
+@ray.remote
+def _prepare_features_task(loop_config: dict[str, Any]) -> str:
+    from cars.train_loop import prepare_features
+
+    return prepare_features(loop_config)
+
+
+def prepare_shared_features(sweep: SweepConfig, resources: TrialResources) -> None:
+    """Compute the features the sweep's frozen trials train on once, before they start.
+
+    One trial at a time, the first frozen trial without augmentation computes
+    and stores them and the next ones read them. Trials that start side by side
+    would each compute them, so there a Ray task with one training worker's
+    resources does it first. Without pretrained weights every trial's backbone
+    is its own, and so are its features.
+    """
+    shared = (
+        sweep.feature_cache
+        and sweep.weights is not None
+        and "frozen" in sweep.regimes
+        and "none" in sweep.augments
+    )
+    if not shared or resources.max_concurrent_trials < 2:
+        return
+    draws = {"regime": "frozen", "augment": "none", "seed": sweep.seed, "trainable_blocks": None}
+    draws["lr"] = sweep.lr_ranges["frozen"][0]
+    config = trial_train_config(draws, create_base_config(sweep, resources))
+    task = _prepare_features_task.options(
+        num_cpus=resources.cpus_per_worker, num_gpus=1 if resources.use_gpu else 0
+    )
+    logger.info("frozen trials share one %s", ray.get(task.remote(config.to_dict())))
+
+
 def read_finished_run(path: str, epochs: int) -> list[dict[str, Any]] | None:
     """The epochs of the Train run at ``path`` if it ran all ``epochs``; else ``None``."""
     result = read_train_result(path)
@@ -252,6 +285,7 @@ def run_sweep(sweep: SweepConfig) -> SweepOutcome:
         " + 1 GPU" if resources.use_gpu else "",
     )
     write_text(join_path(path, SWEEP_CONFIG_FILE), sweep.to_json())
+    prepare_shared_features(sweep, resources)
     results = create_tuner(sweep, resources).fit()
     return SweepOutcome(path=path, results=results)
 
@@ -280,9 +314,11 @@ def resume_sweep(path: str) -> SweepOutcome:
             "Check --storage and --name, or start a new sweep without --resume."
         )
     sweep = read_sweep_config(path)
+    resources = plan_resources(sweep)
+    prepare_shared_features(sweep, resources)
     tuner = ray.tune.Tuner.restore(
         path,
-        trainable=_trainable(sweep, plan_resources(sweep), path),
+        trainable=_trainable(sweep, resources, path),
         # Tune does not store the search space; without it, trials it had not
         # started keep their sampled values as unresolved placeholders and fail.
         param_space=create_param_space(sweep),

@@ -26,7 +26,12 @@ from cars.checkpoint import save_checkpoint
 from cars.config import METRIC, TrainConfig
 from cars.data import CarsDataset, DatasetInfo, create_transform_for, read_dataset_info
 from cars.engine import evaluate, train_one_epoch, update_batchnorm_statistics
-from cars.features import feature_head, load_or_compute_features, uses_feature_cache
+from cars.features import (
+    FeatureCache,
+    feature_head,
+    load_or_compute_features,
+    uses_feature_cache,
+)
 from cars.history import write_history
 from cars.model import build_model, count_parameters
 from cars.optim import create_loss, create_mixup
@@ -230,13 +235,7 @@ def _set_up_worker(config: TrainConfig) -> Worker:
 def _create_run(config: TrainConfig, worker: Worker) -> WorkerRun:
     """Model, loaders and optimizer state of the run, resumed from Ray's checkpoint if any."""
     info = read_dataset_info(config.data)
-    model = build_model(
-        config.regime,
-        info.num_classes,
-        config.trainable_blocks,
-        config.weights,
-        class_names=info.class_names,
-    )
+    model = _build_model(config, info)
     parameters = count_parameters(model)
     # The model goes to its device before the optimizer state is loaded (see
     # create_training_state). Channels-last speeds up the convolutions both on
@@ -262,6 +261,16 @@ def _create_run(config: TrainConfig, worker: Worker) -> WorkerRun:
     )
 
 
+def _build_model(config: TrainConfig, info: DatasetInfo) -> torch.nn.Module:
+    return build_model(
+        config.regime,
+        info.num_classes,
+        config.trainable_blocks,
+        config.weights,
+        class_names=info.class_names,
+    )
+
+
 def _create_run_loaders(
     config: TrainConfig, worker: Worker, model: torch.nn.Module, on_features: bool
 ) -> tuple[DataLoader, DataLoader]:
@@ -269,7 +278,6 @@ def _create_run_loaders(
     train_set, val_set = create_datasets(config)
     if worker.rank == 0:
         _print_uncropped(train_set, val_set)
-    workers = resolve_loader_workers(config)
     if not on_features:
         return _create_loaders(
             config,
@@ -277,20 +285,10 @@ def _create_run_loaders(
             val_set,
             worker.rank,
             worker.world_size,
-            num_workers=workers,
+            num_workers=resolve_loader_workers(config),
             pin_memory=worker.on_cuda,
         )
-    cache = load_or_compute_features(
-        model,
-        {"train": train_set, "val": val_set},
-        store=config.feature_store,
-        batch_size=config.batch_size_per_worker,
-        device=worker.device,
-        amp_dtype=worker.amp_dtype,
-        num_workers=workers,
-        rank=worker.rank,
-        world_size=worker.world_size,
-    )
+    cache = _load_features(config, worker, model, train_set, val_set)
     if worker.rank == 0:
         print(f"frozen backbone: training the head on cached features; {cache.describe()}")
     # The features sit in memory: loader processes would only copy them.
@@ -303,6 +301,42 @@ def _create_run_loaders(
         num_workers=0,
         pin_memory=worker.on_cuda,
     )
+
+
+def _load_features(
+    config: TrainConfig,
+    worker: Worker,
+    model: torch.nn.Module,
+    train_set: CarsDataset,
+    val_set: CarsDataset,
+) -> FeatureCache:
+    return load_or_compute_features(
+        model,
+        {"train": train_set, "val": val_set},
+        store=config.feature_store,
+        batch_size=config.batch_size_per_worker,
+        device=worker.device,
+        amp_dtype=worker.amp_dtype,
+        num_workers=resolve_loader_workers(config),
+        rank=worker.rank,
+        world_size=worker.world_size,
+    )
+
+
+def prepare_features(loop_config: dict[str, Any]) -> str:
+    """Compute and store the features a frozen run of ``loop_config`` trains on, as a worker would.
+
+    For a sweep's Ray task, outside Ray Train, on one worker's resources: its
+    trials then read what it stored. Returns the line that says what was done.
+    """
+    config = TrainConfig.from_dict(loop_config)
+    worker = Worker(0, 1, torch.device("cuda" if config.use_gpu else "cpu"))
+    if not worker.on_cuda:
+        torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    model = _build_model(config, read_dataset_info(config.data))
+    model = model.to(worker.device, memory_format=torch.channels_last)
+    train_set, val_set = create_datasets(config)
+    return _load_features(config, worker, model, train_set, val_set).describe()
 
 
 def _restore_state(

@@ -109,6 +109,20 @@ def test_each_regime_gets_its_own_trials_and_draws(sweep: tuple[str, ray.tune.Re
     assert len({c["seed"] for c in configs}) == 4
 
 
+def test_frozen_trials_without_augmentation_train_on_features_in_the_sweep(
+    sweep: tuple[str, ray.tune.ResultGrid],
+) -> None:
+    path, results = sweep
+    on_features = [
+        r for r in results if r.config["regime"] == "frozen" and r.config["augment"] == "none"
+    ]
+    assert on_features, "the sweep's seed should draw a frozen trial without augmentation"
+    # Without pretrained weights each trial's backbone is its own: one cache per trial.
+    manifests = sorted(Path(path, "features").glob("*/manifest.json"))
+    assert len(manifests) == len(on_features)
+    assert all(r.metrics["epoch"] == 2 and r.metrics["val_images"] == 12 for r in on_features)
+
+
 def test_report_has_every_file(report: Path) -> None:
     expected = [
         "summary.md",
