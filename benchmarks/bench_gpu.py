@@ -2,7 +2,9 @@
 
 Synthetic tensors at 299 px, bf16 autocast and channels_last, through
 ``build_model`` / ``create_optimizer`` / ``train_one_epoch``; optionally
-``torch.compile``. Run on a GPU machine: ``python benchmarks/bench_gpu.py
+``torch.compile``. Then the frozen regime on cached features (``cars.features``):
+the images/s of computing the pooled features once, and of training the head on
+them every epoch. Run on a GPU machine: ``python benchmarks/bench_gpu.py
 [--batch-size 64] [--compile]``; a flow check on a CPU: ``python
 benchmarks/bench_gpu.py --device cpu --steps 2 --warmup 1 --image-size 64``.
 """
@@ -12,12 +14,14 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
+import time
 
 import timm
 import torch
 
 from cars.config import TrainConfig
 from cars.engine import train_one_epoch
+from cars.features import feature_head
 from cars.model import build_model, count_parameters
 from cars.optim import create_loss, create_optimizer, create_scheduler
 
@@ -91,6 +95,47 @@ def measure_regime(
     }
 
 
+def measure_cached_frozen(args: argparse.Namespace, device: torch.device) -> None:
+    """The frozen regime on cached features: computing them once, then the head's epochs.
+
+    Computing is the backbone's forward pass in eval mode (as ``cars.features``
+    runs it), on the same synthetic batches as the regimes; the head then
+    trains on pooled features already on the device, as a cached trial does.
+    """
+    torch.manual_seed(0)
+    model = build_model("frozen", NUM_CLASSES).to(device, memory_format=torch.channels_last).eval()
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=not args.no_amp)
+    batches = create_batches(args.warmup + args.steps, args.batch_size, args.image_size, device)
+    with torch.inference_mode(), amp:
+        for images, _ in batches[: args.warmup]:
+            model.forward_head(model.forward_features(images), pre_logits=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        for images, _ in batches[args.warmup :]:
+            pooled = model.forward_head(model.forward_features(images), pre_logits=True)
+        pooled.float().cpu()  # waits for the device, as storing the features would
+        compute_rate = args.steps * args.batch_size / (time.perf_counter() - started)
+    config = TrainConfig(data="synthetic", regime="frozen", batch_size=args.batch_size)
+    head = feature_head(model)
+    optimizer = create_optimizer(model, config)
+    features = [
+        (torch.randn(args.batch_size, model.num_features, device=device), labels)
+        for _, labels in batches
+    ]
+    kwargs = {
+        "loss_fn": create_loss(config, NUM_CLASSES),
+        "scheduler": create_scheduler(optimizer, config, steps_per_epoch=len(features)),
+        "device": device,
+        "amp_dtype": None if args.no_amp else torch.bfloat16,
+    }
+    train_one_epoch(head, features[: args.warmup], optimizer, **kwargs)
+    head_rate = train_one_epoch(head, features[args.warmup :], optimizer, **kwargs)
+    print("frozen on cached features (the backbone once, then the head every epoch)")
+    print(f"  computing features : {compute_rate:>12.1f} images/s")
+    print(f"  head on features   : {head_rate['images_per_second']:>12.1f} images/s")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Measure every regime and print one table."""
     args = parse_args(argv)
@@ -116,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{label:<12}{row['trainable']:>14,}{row['images_per_second']:>12.1f}"
             f"{row['ms_per_step']:>10.1f}{row['peak_gib']:>10.2f}"
         )
+    measure_cached_frozen(args, device)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,10 @@ from cars.config import (
     field_defaults,
 )
 from cars.data import SPLITS, DataError
-from cars.paths import REPORTS_DIR, RUNS_DIR, resolve_path
+from cars.paths import FEATURES_DIR, REPORTS_DIR, RUNS_DIR, resolve_path
 from cars.prediction.config import PredictConfig
 from cars.resources import ResourceError
+from cars.storage import join_path
 from cars.sweep_config import PRESETS, SweepConfig, create_sweep_config
 
 # Errors in what the user asked for or in their surroundings (a path, storage,
@@ -122,6 +123,17 @@ def _add_resource_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_feature_cache_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-feature-cache",
+        dest="feature_cache",
+        action="store_false",
+        default=None,
+        help="frozen runs without augmentation train on images every epoch, instead of on "
+        "backbone features computed once",
+    )
+
+
 @dataclass(frozen=True)
 class TrainJob:
     """One training run without Tune."""
@@ -194,6 +206,7 @@ def create_train_parser() -> argparse.ArgumentParser:
     )
     for name, kwargs in _TRAIN_OPTIONS.items():
         _add_train_option(parser, name, **kwargs)
+    _add_feature_cache_option(parser)
     parser.add_argument(
         "--storage",
         default=str(RUNS_DIR),
@@ -208,9 +221,13 @@ def create_train_parser() -> argparse.ArgumentParser:
 def parse_train_args(argv: Sequence[str] | None = None) -> TrainJob:
     """Parse ``jobs/train.py``'s command line into a validated job."""
     args = create_train_parser().parse_args(argv)
-    config = TrainConfig(**{**_given_fields(args, TrainConfig), "data": resolve_path(args.data)})
+    storage = resolve_path(args.storage)
+    config = TrainConfig(
+        **{**_given_fields(args, TrainConfig), "data": resolve_path(args.data)},
+        feature_store=join_path(storage, FEATURES_DIR),
+    )
     name = args.name or f"train-{config.regime}-{_timestamp()}"
-    return TrainJob(config=config, storage=resolve_path(args.storage), name=name)
+    return TrainJob(config=config, storage=storage, name=name)
 
 
 @dataclass(frozen=True)
@@ -287,6 +304,7 @@ def create_sweep_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--max-failures", type=int, help=MAX_FAILURES_HELP)
     run.add_argument("--precise-bn-samples", type=int, help=PRECISE_BN_HELP)
+    _add_feature_cache_option(run)
     run.add_argument("--seed", type=int)
     run.add_argument("--gradcam-images", type=int)
     run.add_argument(

@@ -116,6 +116,10 @@ class TrainConfig:
     across cluster sizes. Before every validation the trainable BatchNorm
     layers' statistics are recomputed over ``precise_bn_samples`` training
     images (at most one epoch's; 0 keeps the running averages of training).
+    With ``feature_cache``, a run whose backbone is entirely frozen and whose
+    inputs never change (augment ``none``, no mixup) trains its head on pooled
+    features computed once (:mod:`cars.features`), kept in ``feature_store``
+    (a folder or URI shared by the runs that may reuse them; unset: in memory).
     """
 
     data: str
@@ -149,6 +153,8 @@ class TrainConfig:
     max_failures: int = 2
     checkpoints_to_keep: int = 2
     precise_bn_samples: int = PRECISE_BN_SAMPLES
+    feature_cache: bool = True
+    feature_store: str | None = None
 
     def __post_init__(self) -> None:
         _require(bool(self.data), "data", self.data, "the path or URI of a prepared data set")

@@ -89,6 +89,15 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         staged.write_bytes(data)
 
 
+def read_bytes(path: str) -> bytes:
+    """Read a file from local disk or a URI."""
+    if not is_uri(path):
+        return Path(path).read_bytes()
+    filesystem, fs_path = pyarrow.fs.FileSystem.from_uri(path)
+    with filesystem.open_input_stream(fs_path) as f:
+        return f.read()
+
+
 def write_text(path: str, text: str) -> None:
     """Write a text file, locally or to a URI, through :func:`atomic_path`."""
     write_bytes(path, text.encode())
@@ -98,9 +107,7 @@ def read_text(path: str) -> str:
     """Read a text file from local disk or a URI."""
     if not is_uri(path):
         return Path(path).read_text(encoding="utf-8")
-    filesystem, fs_path = pyarrow.fs.FileSystem.from_uri(path)
-    with filesystem.open_input_stream(fs_path) as f:
-        return f.read().decode()
+    return read_bytes(path).decode()
 
 
 def exists(path: str) -> bool:

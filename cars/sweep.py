@@ -26,6 +26,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from cars.config import BEST_SCORE, METRIC, MODE, SCORE_MODE, TrainConfig, selection_scores
 from cars.history import read_checkpoint_history
+from cars.paths import FEATURES_DIR
 from cars.resources import DRIVER_RESOURCES, TrialResources, plan_trial_resources
 from cars.scheduler import RegimeASHAScheduler, trial_regime
 from cars.storage import exists, join_path, read_text, write_text
@@ -102,17 +103,23 @@ def create_param_space(sweep: SweepConfig) -> dict[str, Any]:
     }
 
 
+def feature_store(sweep: SweepConfig) -> str:
+    """Where a sweep keeps the backbone features its frozen trials (and confirmations) share."""
+    return join_path(sweep.storage, sweep.name, FEATURES_DIR)
+
+
 def create_base_config(sweep: SweepConfig, resources: TrialResources) -> dict[str, Any]:
     """The training settings every trial shares, as a plain dict."""
     if sweep.data is None:
         raise ValueError(f"sweep {sweep.name!r} has no data set")
-    return sweep.create_train_config(
+    config = sweep.create_train_config(
         sweep.data,
         "finetune",
         sweep.lr_ranges[sweep.regimes[0]][0],
         sweep.augments[0],
         cpus_per_worker=resources.cpus_per_worker,
-    ).to_dict()
+    )
+    return config.replace(feature_store=feature_store(sweep)).to_dict()
 
 
 def trial_train_config(config: dict[str, Any], base: dict[str, Any]) -> TrainConfig:
@@ -148,6 +155,39 @@ def train_driver_fn(config: dict[str, Any], base: dict[str, Any], train_storage:
         callbacks=[TuneReportCallback()],
     )
     trainer.fit()
+
+
+@ray.remote
+def _prepare_features_task(loop_config: dict[str, Any]) -> str:
+    from cars.train_loop import prepare_features
+
+    return prepare_features(loop_config)
+
+
+def prepare_shared_features(sweep: SweepConfig, resources: TrialResources) -> None:
+    """Compute the features the sweep's frozen trials train on once, before they start.
+
+    One trial at a time, the first frozen trial without augmentation computes
+    and stores them and the next ones read them. Trials that start side by side
+    would each compute them, so there a Ray task with one training worker's
+    resources does it first. Without pretrained weights every trial's backbone
+    is its own, and so are its features.
+    """
+    shared = (
+        sweep.feature_cache
+        and sweep.weights is not None
+        and "frozen" in sweep.regimes
+        and "none" in sweep.augments
+    )
+    if not shared or resources.max_concurrent_trials < 2:
+        return
+    draws = {"regime": "frozen", "augment": "none", "seed": sweep.seed, "trainable_blocks": None}
+    draws["lr"] = sweep.lr_ranges["frozen"][0]
+    config = trial_train_config(draws, create_base_config(sweep, resources))
+    task = _prepare_features_task.options(
+        num_cpus=resources.cpus_per_worker, num_gpus=1 if resources.use_gpu else 0
+    )
+    logger.info("frozen trials share one %s", ray.get(task.remote(config.to_dict())))
 
 
 def read_finished_run(path: str, epochs: int) -> list[dict[str, Any]] | None:
@@ -271,6 +311,7 @@ def run_sweep(sweep: SweepConfig) -> SweepOutcome:
         " + 1 GPU" if resources.use_gpu else "",
     )
     write_text(join_path(path, SWEEP_CONFIG_FILE), sweep.to_json())
+    prepare_shared_features(sweep, resources)
     results = create_tuner(sweep, resources).fit()
     return SweepOutcome(path=path, results=results)
 
@@ -299,6 +340,8 @@ def resume_sweep(path: str) -> SweepOutcome:
             "Check --storage and --name, or start a new sweep without --resume."
         )
     sweep = read_sweep_config(path)
-    trainable = create_trainable(sweep, plan_resources(sweep), path)
+    resources = plan_resources(sweep)
+    prepare_shared_features(sweep, resources)
+    trainable = create_trainable(sweep, resources, path)
     tuner = restore_tuner(path, trainable, create_param_space(sweep))
     return SweepOutcome(path=path, results=tuner.fit())

@@ -58,7 +58,9 @@ class SweepConfig:
     rates are log-uniform in each regime's ``lr_ranges`` entry; ``finetune``
     draws its depth from ``finetune_blocks``; every trial draws an ``augment``.
     ``confirm`` fresh seeds retrain each regime's best configuration after the
-    sweep (0: no confirmation stage).
+    sweep (0: no confirmation stage). With ``feature_cache``, frozen trials
+    without augmentation train their head on backbone features computed once
+    per sweep (:mod:`cars.features`).
     """
 
     name: str
@@ -90,6 +92,7 @@ class SweepConfig:
     max_failures: int = _TRAIN["max_failures"]
     seed: int = _TRAIN["seed"]
     precise_bn_samples: int = _TRAIN["precise_bn_samples"]
+    feature_cache: bool = _TRAIN["feature_cache"]
     grace_period: int = 3
     reduction_factor: float = 3.0
     max_concurrent_trials: int | None = None

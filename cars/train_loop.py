@@ -14,6 +14,7 @@ import math
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import ray.train
@@ -24,12 +25,18 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from cars.checkpoint import save_checkpoint
 from cars.config import METRIC, TrainConfig, selection_scores
-from cars.data import CarsDataset, create_transform_for, read_dataset_info
+from cars.data import CarsDataset, DatasetInfo, create_transform_for, read_dataset_info
 from cars.engine import evaluate, train_one_epoch, update_batchnorm_statistics
+from cars.features import (
+    FeatureCache,
+    feature_head,
+    load_or_compute_features,
+    uses_feature_cache,
+)
 from cars.history import write_history
 from cars.model import build_model, count_parameters
 from cars.optim import create_loss, create_mixup
-from cars.training_state import create_training_state
+from cars.training_state import TrainingState, create_training_state
 
 # An empty val split (every class too small to hold an image out) has no score:
 # NaN, which Tune, ASHA and Train's checkpoint ranking treat as missing, and the
@@ -101,17 +108,21 @@ def _loader_options(config: TrainConfig, pin_memory: bool) -> dict[str, Any]:
 
 
 def _create_loaders(
-    config: TrainConfig, rank: int, world_size: int, pin_memory: bool
+    config: TrainConfig,
+    train_set: Dataset,
+    val_set: Dataset,
+    rank: int,
+    world_size: int,
+    *,
+    num_workers: int,
+    pin_memory: bool,
 ) -> tuple[DataLoader, DataLoader]:
-    """This rank's training loader (see :func:`create_train_loader`) and its val shard."""
-    train_set, val_set = create_datasets(config)
-    if rank == 0 and train_set.uncropped + val_set.uncropped:
-        print(
-            f"--bbox-crop: {train_set.uncropped} of {len(train_set)} train and "
-            f"{val_set.uncropped} of {len(val_set)} val images have no known box; "
-            "they are used whole",
-            flush=True,
-        )
+    """This rank's training loader (see :func:`create_train_loader`) and its val shard.
+
+    Images and cached features go through the same loaders, so a run on features
+    sees the same batches in the same order as it would on images.
+    """
+    config = config.replace(loader_workers=num_workers)
     train_loader = create_train_loader(train_set, config, rank, world_size, pin_memory)
     # Validation shards without padding (a DistributedSampler would repeat images
     # to even out the shards); the engine all-reduces the sums, so every image
@@ -121,6 +132,16 @@ def _create_loaders(
         val_shard, batch_size=config.batch_size_per_worker, **_loader_options(config, pin_memory)
     )
     return ray.train.torch.prepare_data_loader(train_loader), val_loader
+
+
+def _print_uncropped(train_set: CarsDataset, val_set: CarsDataset) -> None:
+    if train_set.uncropped + val_set.uncropped:
+        print(
+            f"--bbox-crop: {train_set.uncropped} of {len(train_set)} train and "
+            f"{val_set.uncropped} of {len(val_set)} val images have no known box; "
+            "they are used whole",
+            flush=True,
+        )
 
 
 def _quiet_report_echo() -> None:
@@ -148,6 +169,48 @@ def format_epoch(metrics: Mapping[str, Any], epochs: int) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Worker:
+    """Where this worker runs: its rank among ``world_size`` and its device."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def on_cuda(self) -> bool:
+        """Whether the worker trains on a GPU."""
+        return self.device.type == "cuda"
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """bf16 autocast on GPUs; full precision on CPUs."""
+        return torch.bfloat16 if self.on_cuda else None
+
+
+@dataclass
+class WorkerRun:
+    """A worker's run, ready for its epochs.
+
+    ``trained`` is what the loop feeds its batches to (DDP-wrapped): the whole
+    model on images, or only its head on cached features. ``model`` is always
+    the whole model, whose head is the trained one: checkpoints hold it.
+    """
+
+    config: TrainConfig
+    worker: Worker
+    info: DatasetInfo
+    model: torch.nn.Module
+    trained: torch.nn.Module
+    train_loader: DataLoader
+    val_loader: DataLoader
+    state: TrainingState
+    loss_fn: torch.nn.Module
+    mixup_fn: Any
+    on_features: bool
+    parameters: tuple[int, int]
+
+
 def run_worker(loop_config: dict[str, Any]) -> None:
     """The Ray Train loop run by every worker: train, evaluate, report, checkpoint.
 
@@ -155,116 +218,216 @@ def run_worker(loop_config: dict[str, Any]) -> None:
         loop_config: ``TrainConfig.to_dict()``; rebuilt and validated here.
     """
     config = TrainConfig.from_dict(loop_config)
+    worker = _set_up_worker(config)
+    run = _create_run(config, worker)
+    for epoch in range(run.state.start_epoch, config.epochs + 1):
+        metrics = _run_epoch(run, epoch)
+        run.state.history.append(metrics)
+        metrics.update(selection_scores(run.state.history))
+        if worker.rank == 0:
+            print(format_epoch(metrics, config.epochs), flush=True)
+        _report(
+            metrics,
+            history=run.state.history,
+            rank=worker.rank,
+            model=run.model,
+            optimizer=run.state.optimizer,
+            scheduler=run.state.scheduler,
+            epoch=epoch,
+            config=config,
+            class_names=run.info.class_names,
+        )
+
+
+def _set_up_worker(config: TrainConfig) -> Worker:
+    """This worker's rank and device, its threads and its seed."""
     _quiet_report_echo()
     context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
-    on_cuda = device.type == "cuda"
-    if not on_cuda:
+    worker = Worker(
+        context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device()
+    )
+    if not worker.on_cuda:
         torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     torch.manual_seed(config.seed)
+    return worker
 
+
+def _create_run(config: TrainConfig, worker: Worker) -> WorkerRun:
+    """Model, loaders and optimizer state of the run, resumed from Ray's checkpoint if any."""
     info = read_dataset_info(config.data)
-    model = build_model(
+    model = _build_model(config, info)
+    parameters = count_parameters(model)
+    # The model goes to its device before the optimizer state is loaded (see
+    # create_training_state). Channels-last speeds up the convolutions both on
+    # GPUs and in oneDNN on CPUs (Xception's separable convolutions train ~15 %
+    # faster on one CPU thread).
+    model = model.to(worker.device, memory_format=torch.channels_last)
+    on_features = uses_feature_cache(config)
+    train_loader, val_loader = _create_run_loaders(config, worker, model, on_features)
+    state = _restore_state(model, config, len(train_loader))
+    return WorkerRun(
+        config=config,
+        worker=worker,
+        info=info,
+        model=model,
+        trained=_prepare_trained(feature_head(model) if on_features else model, config),
+        train_loader=train_loader,
+        val_loader=val_loader,
+        state=state,
+        loss_fn=create_loss(config, info.num_classes),
+        mixup_fn=create_mixup(config, info.num_classes),
+        on_features=on_features,
+        parameters=parameters,
+    )
+
+
+def _build_model(config: TrainConfig, info: DatasetInfo) -> torch.nn.Module:
+    return build_model(
         config.regime,
         info.num_classes,
         config.trainable_blocks,
         config.weights,
         class_names=info.class_names,
     )
-    trainable_params, total_params = count_parameters(model)
 
-    train_loader, val_loader = _create_loaders(config, rank, world_size, on_cuda)
-    has_val = info.counts.get("val", 0) > 0
-    loss_fn = create_loss(config, info.num_classes)
-    mixup_fn = create_mixup(config, info.num_classes)
 
-    # The model goes to its device before the optimizer state is loaded (see
-    # create_training_state). Channels-last speeds up the convolutions both on
-    # GPUs and in oneDNN on CPUs (Xception's separable convolutions train ~15 %
-    # faster on one CPU thread).
-    model = model.to(device, memory_format=torch.channels_last)
+def _create_run_loaders(
+    config: TrainConfig, worker: Worker, model: torch.nn.Module, on_features: bool
+) -> tuple[DataLoader, DataLoader]:
+    """The run's loaders: of images, or of the backbone's features of the same images."""
+    train_set, val_set = create_datasets(config)
+    if worker.rank == 0:
+        _print_uncropped(train_set, val_set)
+    if not on_features:
+        return _create_loaders(
+            config,
+            train_set,
+            val_set,
+            worker.rank,
+            worker.world_size,
+            num_workers=resolve_loader_workers(config),
+            pin_memory=worker.on_cuda,
+        )
+    cache = _load_features(config, worker, model, train_set, val_set)
+    if worker.rank == 0:
+        print(f"frozen backbone: training the head on cached features; {cache.describe()}")
+    # The features sit in memory: loader processes would only copy them.
+    return _create_loaders(
+        config,
+        cache.splits["train"].to_dataset(),
+        cache.splits["val"].to_dataset(),
+        worker.rank,
+        worker.world_size,
+        num_workers=0,
+        pin_memory=worker.on_cuda,
+    )
+
+
+def _load_features(
+    config: TrainConfig,
+    worker: Worker,
+    model: torch.nn.Module,
+    train_set: CarsDataset,
+    val_set: CarsDataset,
+) -> FeatureCache:
+    return load_or_compute_features(
+        model,
+        {"train": train_set, "val": val_set},
+        store=config.feature_store,
+        batch_size=config.batch_size_per_worker,
+        device=worker.device,
+        amp_dtype=worker.amp_dtype,
+        num_workers=resolve_loader_workers(config),
+        rank=worker.rank,
+        world_size=worker.world_size,
+    )
+
+
+def prepare_features(loop_config: dict[str, Any]) -> str:
+    """Compute and store the features a frozen run of ``loop_config`` trains on, as a worker would.
+
+    For a sweep's Ray task, outside Ray Train, on one worker's resources: its
+    trials then read what it stored. Returns the line that says what was done.
+    """
+    config = TrainConfig.from_dict(loop_config)
+    worker = Worker(0, 1, torch.device("cuda" if config.use_gpu else "cpu"))
+    if not worker.on_cuda:
+        torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    model = _build_model(config, read_dataset_info(config.data))
+    model = model.to(worker.device, memory_format=torch.channels_last)
+    train_set, val_set = create_datasets(config)
+    return _load_features(config, worker, model, train_set, val_set).describe()
+
+
+def _restore_state(
+    model: torch.nn.Module, config: TrainConfig, steps_per_epoch: int
+) -> TrainingState:
+    """A fresh optimizer and schedule, or those of Ray's checkpoint with its weights."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        state = create_training_state(model, config, len(train_loader))
-    else:
-        with checkpoint.as_directory() as directory:
-            state = create_training_state(model, config, len(train_loader), directory)
-    optimizer, scheduler, history = state.optimizer, state.scheduler, state.history
-    model = ray.train.torch.prepare_model(model)
-    if config.compile:
-        model = torch.compile(model)
-    amp_dtype = torch.bfloat16 if on_cuda else None
+        return create_training_state(model, config, steps_per_epoch)
+    with checkpoint.as_directory() as directory:
+        return create_training_state(model, config, steps_per_epoch, directory)
 
-    for epoch in range(state.start_epoch, config.epochs + 1):
-        if world_size > 1:
-            train_loader.sampler.set_epoch(epoch)
-        started = time.perf_counter()
-        train = train_one_epoch(
-            model,
-            train_loader,
-            optimizer,
-            loss_fn=loss_fn,
-            scheduler=scheduler,
-            device=device,
-            amp_dtype=amp_dtype,
-            mixup_fn=mixup_fn,
-            channels_last=True,
-        )
+
+def _prepare_trained(module: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
+    """``module`` wrapped for DDP (and compiled if asked), after its optimizer was built."""
+    module = ray.train.torch.prepare_model(module)
+    return torch.compile(module) if config.compile else module
+
+
+def _run_epoch(run: WorkerRun, epoch: int) -> dict[str, Any]:
+    """Train one epoch, refresh the BatchNorm statistics, validate: the epoch's metrics."""
+    config, worker = run.config, run.worker
+    if worker.world_size > 1:
+        run.train_loader.sampler.set_epoch(epoch)
+    # Features are rows, not images: no memory format to choose.
+    common = {
+        "device": worker.device,
+        "amp_dtype": worker.amp_dtype,
+        "channels_last": not run.on_features,
+    }
+    started = time.perf_counter()
+    train = train_one_epoch(
+        run.trained,
+        run.train_loader,
+        run.state.optimizer,
+        loss_fn=run.loss_fn,
+        scheduler=run.state.scheduler,
+        mixup_fn=run.mixup_fn,
+        **common,
+    )
+    if not run.on_features:
         # Recomputed from training batches, as pycls and detectron2 do: eval mode should
         # normalise with the statistics of the activations the weights were trained on.
+        # On features there is none to recompute: every BatchNorm is frozen.
         update_batchnorm_statistics(
-            unwrap_model(model),
-            train_loader,
-            num_batches=config.precise_bn_batches(len(train_loader)),
-            device=device,
-            amp_dtype=amp_dtype,
-            channels_last=True,
+            unwrap_model(run.trained),
+            run.train_loader,
+            num_batches=config.precise_bn_batches(len(run.train_loader)),
+            **common,
         )
-        val = (
-            evaluate(
-                unwrap_model(model),
-                val_loader,
-                device=device,
-                amp_dtype=amp_dtype,
-                channels_last=True,
-            )
-            if has_val
-            else NO_VAL
-        )
-        metrics = {
-            "epoch": epoch,
-            "train_loss": train["loss"],
-            "train_acc": train["acc"],
-            "train_top5": train["top5"],
-            "val_loss": val["loss"],
-            METRIC: val["acc"],
-            "val_top5": val["top5"],
-            "lr": train["lr"],
-            "epoch_seconds": time.perf_counter() - started,
-            "train_seconds": train["seconds"],
-            "images_per_second": train["images_per_second"],
-            "train_images": train["images"],
-            "val_images": val["images"],
-            "trainable_params": trainable_params,
-            "total_params": total_params,
-            "world_size": world_size,
-        }
-        history.append(metrics)
-        metrics.update(selection_scores(history))
-        if rank == 0:
-            print(format_epoch(metrics, config.epochs), flush=True)
-        _report(
-            metrics,
-            history=history,
-            rank=rank,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            epoch=epoch,
-            config=config,
-            class_names=info.class_names,
-        )
+    has_val = run.info.counts.get("val", 0) > 0
+    val = evaluate(unwrap_model(run.trained), run.val_loader, **common) if has_val else NO_VAL
+    trainable_params, total_params = run.parameters
+    return {
+        "epoch": epoch,
+        "train_loss": train["loss"],
+        "train_acc": train["acc"],
+        "train_top5": train["top5"],
+        "val_loss": val["loss"],
+        METRIC: val["acc"],
+        "val_top5": val["top5"],
+        "lr": train["lr"],
+        "epoch_seconds": time.perf_counter() - started,
+        "train_seconds": train["seconds"],
+        "images_per_second": train["images_per_second"],
+        "train_images": train["images"],
+        "val_images": val["images"],
+        "trainable_params": trainable_params,
+        "total_params": total_params,
+        "world_size": worker.world_size,
+    }
 
 
 def _report(

@@ -5,20 +5,30 @@ from __future__ import annotations
 import io
 import itertools
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import ray
+import torch
 from PIL import Image
 
 from cars.checkpoint import load_checkpoint
 from cars.model import build_model
 from cars.report import write_report
 from cars.report.results import EPOCH_COLUMNS, TRIAL_COLUMNS, best_epoch, rank_trials
-from cars.sweep import SWEEP_CONFIG_FILE, run_sweep
+from cars.resources import TrialResources
+from cars.sweep import (
+    SWEEP_CONFIG_FILE,
+    create_base_config,
+    prepare_shared_features,
+    run_sweep,
+    trial_train_config,
+)
 from cars.sweep_config import create_sweep_config
+from cars.train_loop import prepare_features
 
 pytestmark = pytest.mark.slow
 
@@ -108,6 +118,51 @@ def test_each_regime_gets_its_own_trials_and_draws(sweep: tuple[str, ray.tune.Re
         else:
             assert config["trainable_blocks"] is None
     assert len({c["seed"] for c in configs}) == 4
+
+
+def test_frozen_trials_without_augmentation_train_on_features_in_the_sweep(
+    sweep: tuple[str, ray.tune.ResultGrid],
+) -> None:
+    path, results = sweep
+    on_features = [
+        r for r in results if r.config["regime"] == "frozen" and r.config["augment"] == "none"
+    ]
+    assert on_features, "the sweep's seed should draw a frozen trial without augmentation"
+    # Without pretrained weights each trial's backbone is its own: one cache per trial.
+    manifests = sorted(Path(path, "features").glob("*/manifest.json"))
+    assert len(manifests) == len(on_features)
+    assert all(r.metrics["epoch"] == 2 and r.metrics["val_images"] == 12 for r in on_features)
+
+
+def test_frozen_trials_started_side_by_side_read_the_features_one_task_computed(
+    ray_cluster: None, prepared_set: Path, tmp_path: Path
+) -> None:
+    weights = tmp_path / "backbone.pth"
+    torch.save(build_model("scratch", 4).state_dict(), weights)
+    config = create_sweep_config(
+        "smoke",
+        "side-by-side",
+        data=str(prepared_set),
+        storage=str(tmp_path),
+        weights=str(weights),
+        regimes=("frozen", "finetune"),
+        image_size=32,
+    )
+    resources = TrialResources(
+        num_workers=2, cpus_per_worker=1.0, use_gpu=False, max_concurrent_trials=2, fits_now=True
+    )
+    prepare_shared_features(config, resources)
+
+    (manifest,) = (tmp_path / "side-by-side" / "features").glob("*/manifest.json")
+    # Any frozen trial without augmentation, whatever its seed and rate, finds them.
+    draws = {"regime": "frozen", "augment": "none", "seed": 7, "lr": 5e-3, "trainable_blocks": None}
+    trial = trial_train_config(draws, create_base_config(config, resources))
+    line = prepare_features(trial.to_dict())
+    assert line.startswith(f"feature cache {manifest.parent.name}: read features")
+    # One trial at a time, the first frozen trial computes them itself: no task.
+    alone = config.replace(name="alone")
+    prepare_shared_features(alone, replace(resources, max_concurrent_trials=1))
+    assert not (tmp_path / "alone").exists()
 
 
 def test_report_has_every_file(report: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,39 @@ def test_a_crashed_worker_is_restarted_and_resumes_its_schedule(
     assert result.metrics["lr"] == pytest.approx(expected_lr)
     # The whole curve survived the restart, once per epoch.
     assert [row["epoch"] for row in read_history(result.checkpoint.path)] == [1, 2, 3]
+
+
+def test_a_frozen_run_on_cached_features_matches_one_on_images(
+    ray_cluster: None, prepared_set: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "features"
+    config = _config(
+        prepared_set, regime="frozen", augment="none", image_size=32, lr=1e-2, seed=5
+    ).replace(feature_store=str(store))
+    on_images = run_training(
+        config.replace(feature_cache=False), storage_path=str(tmp_path), name="frozen-images"
+    )
+    assert not store.exists()
+    on_features = run_training(config, storage_path=str(tmp_path), name="frozen-features")
+
+    assert on_images.error is None
+    assert on_features.error is None
+    # The two workers computed half of the features each; rank 0 stored all of them.
+    (manifest,) = store.glob("*/manifest.json")
+    assert json.loads(manifest.read_text())["splits"] == {"train": 36, "val": 12}
+
+    image_curve = read_history(on_images.checkpoint.path)
+    feature_curve = read_history(on_features.checkpoint.path)
+    compared = ("train_loss", "train_acc", "val_loss", METRIC, "val_top5", "lr", "train_images")
+    for images, features in zip(image_curve, feature_curve, strict=True):
+        assert {k: features[k] for k in compared} == pytest.approx(
+            {k: images[k] for k in compared}, rel=1e-4, abs=1e-5
+        )
+        assert features["trainable_params"] == images["trainable_params"] == 2048 * 4 + 4
+
+    # Checkpoints hold the whole model, its head trained as on images.
+    image_model = load_checkpoint(on_images.checkpoint.path)["model"]
+    feature_model = load_checkpoint(on_features.checkpoint.path)["model"]
+    assert feature_model.keys() == image_model.keys()
+    for name, value in image_model.items():
+        torch.testing.assert_close(feature_model[name], value, rtol=1e-4, atol=1e-5)

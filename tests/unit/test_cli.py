@@ -310,6 +310,22 @@ def test_train_options_reach_the_config() -> None:
     assert config.batch_size_per_worker == 4
 
 
+def test_the_feature_cache_is_on_by_default_and_the_flag_turns_it_off() -> None:
+    train = parse_train_args(["--data", "/d", "--storage", "s3://b/runs"])
+    assert train.config.feature_cache
+    # Single runs of one storage share their caches, keyed by what the features depend on.
+    assert train.config.feature_store == "s3://b/runs/features"
+    assert not parse_train_args(["--data", "/d", "--no-feature-cache"]).config.feature_cache
+
+    sweep = parse_sweep_args(["--preset", "smoke", "--name", "n"]).sweep
+    assert sweep is not None
+    assert sweep.feature_cache
+    assert sweep.create_train_config("/d", "frozen", 1e-3, "none").feature_cache
+    off = parse_sweep_args(["--preset", "smoke", "--name", "n", "--no-feature-cache"]).sweep
+    assert off is not None
+    assert not off.create_train_config("/d", "frozen", 1e-3, "none").feature_cache
+
+
 # --- errors --------------------------------------------------------------------------
 
 
