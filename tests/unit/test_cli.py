@@ -23,7 +23,7 @@ from cars.cli import (
 )
 from cars.config import REGIMES, TrainConfig
 from cars.data import DataError
-from cars.paths import PROJECT_ROOT, REPORTS_DIR, RUNS_DIR
+from cars.paths import FEATURES_DIR, PROJECT_ROOT, REPORTS_DIR, RUNS_DIR
 from cars.prediction.config import PredictConfig
 from cars.sweep_config import PRESETS, create_sweep_config
 
@@ -462,7 +462,9 @@ def test_exit_on_user_error_is_silent_without_an_error(
 
 
 def test_train_defaults_are_the_configs() -> None:
-    assert parse_train_args(["--data", "/d"]).config == TrainConfig(data="/d")
+    # The feature store is not a default: it lies in the run's --storage.
+    store = str(RUNS_DIR / FEATURES_DIR)
+    assert parse_train_args(["--data", "/d"]).config == TrainConfig(data="/d", feature_store=store)
 
 
 def test_every_train_option_named_after_a_field_reaches_it() -> None:
@@ -472,10 +474,9 @@ def test_every_train_option_named_after_a_field_reaches_it() -> None:
     for dest in sorted(set(options) & fields - {"data", "weights", "use_gpu"}):
         action = options[dest]
         default = getattr(TrainConfig(data="/d"), dest)
-        if action.nargs == 0:  # a switch: its default is off
-            assert default is False, dest
+        if action.nargs == 0:  # a switch: it turns its field's default around
             argv = [action.option_strings[0]]
-            expected: Any = True
+            expected: Any = not default
         elif action.choices:
             expected = next(c for c in action.choices if c != default)
             argv = [action.option_strings[0], str(expected)]
