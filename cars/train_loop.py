@@ -182,6 +182,9 @@ def run_worker(loop_config: dict[str, Any]) -> None:
     for epoch in range(state.start_epoch, config.epochs + 1):
         if world_size > 1:
             train_loader.sampler.set_epoch(epoch)
+        # Wall-clock time, comparable across processes: it places the epoch on the
+        # timeline of the trial (benchmarks/bench_trial_overhead.py).
+        started_at = time.time()
         started = time.perf_counter()
         train = train_one_epoch(
             model,
@@ -194,6 +197,7 @@ def run_worker(loop_config: dict[str, Any]) -> None:
             mixup_fn=mixup_fn,
             channels_last=True,
         )
+        evaluating = time.perf_counter()
         # Recomputed from training batches, as pycls and detectron2 do: eval mode should
         # normalise with the statistics of the activations the weights were trained on.
         update_batchnorm_statistics(
@@ -222,6 +226,8 @@ def run_worker(loop_config: dict[str, Any]) -> None:
             "lr": train["lr"],
             "epoch_seconds": time.perf_counter() - started,
             "train_seconds": train["seconds"],
+            "eval_seconds": time.perf_counter() - evaluating,
+            "epoch_started_at": started_at,
             "images_per_second": train["images_per_second"],
             "train_images": train["images"],
             "val_images": val["images"],
