@@ -34,6 +34,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -183,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
 
     print(
         f"\none-worker smoke trial: frozen, {args.epochs} epochs of {images} training images at "
-        f"{args.image_size}px on 2 CPUs, median of {args.repeats}; seconds"
+        f"{args.image_size}px on 2 CPUs, median of {args.repeats}; seconds "
+        f"(load average now {os.getloadavg()[0]:.1f}: other processes slow imports down)"
     )
     print(f"{'':16}" + "".join(f"{path:>10}" for path in paths))
     for phase in (*PHASES, "total"):
