@@ -56,6 +56,17 @@ def test_a_local_run_checkpoints_every_epoch_and_resumes_after_a_stop(
     assert len(list((tmp_path / "local").glob("epoch-*"))) == config.checkpoints_to_keep
 
 
+def _recorded_epoch(sweep_dir: Path) -> int:
+    """The epoch of the last checkpoint in the sweep's one Train run's snapshot; 0 if none."""
+    for run in sweep_dir.glob("train-*"):
+        try:
+            result = read_train_result(str(run))
+        except Exception:  # its snapshot caught mid-write
+            return 0
+        return 0 if result is None else int(result.metrics.get("epoch", 0))
+    return 0
+
+
 def _trial_pid() -> int:
     actors = list_actors(filters=[("state", "=", "ALIVE")])
     pids = [a.pid for a in actors if "Trial" in a.class_name or "Trainable" in a.class_name]
@@ -85,7 +96,7 @@ def test_tune_restarts_a_killed_local_trial_from_its_last_checkpoint(
 
     def kill_after_first_checkpoint() -> None:
         deadline = time.monotonic() + 300
-        while not list((tmp_path / "killed").glob("train-*/epoch-0001")):
+        while _recorded_epoch(tmp_path / "killed") < 1:
             if time.monotonic() > deadline:
                 return
             time.sleep(0.1)
