@@ -11,6 +11,7 @@ so ``--resume`` restores an interrupted confirmation like the sweep itself.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -137,7 +138,9 @@ def run_confirm(sweep_path: str) -> ray.tune.ResultGrid | None:
     if sweep.confirm == 0:
         return None
     path = confirm_path(sweep_path)
-    resources = plan_resources(sweep)
+    # Confirmation trials run their own driver (it names the repeat), so they keep
+    # the worker group even where the sweep's one-worker trials ran in local mode.
+    resources = dataclasses.replace(plan_resources(sweep), local_mode=False)
     trials = read_sweep_results(sweep_path).trials
     winners = select_winners(trials)
     if not winners:

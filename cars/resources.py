@@ -5,6 +5,11 @@ A trial is a Tune driver plus a Ray Train worker group that the driver's
 driver, so if it started more drivers than the cluster has room for worker
 groups, the extra groups would wait until Train's start-up time-out and fail.
 ``max_concurrent_trials`` therefore follows from the worker groups' needs.
+
+A one-worker trial trains in its own process instead (Ray Train's local mode,
+see :mod:`cars.local_train`): no controller, placement group or worker process
+to start and stop. Tune then reserves the worker's CPUs and GPU for the trial
+itself, and Ray's ``CUDA_VISIBLE_DEVICES`` for that process names its GPU.
 """
 
 from __future__ import annotations
@@ -34,6 +39,16 @@ class TrialResources:
     cpus_per_worker: float
     use_gpu: bool
     max_concurrent_trials: int
+    local_mode: bool = False
+
+    def trial_reservation(self) -> dict[str, float]:
+        """What Tune reserves for each trial's own process."""
+        if not self.local_mode:
+            return dict(DRIVER_RESOURCES)
+        reservation = {"CPU": self.cpus_per_worker}
+        if self.use_gpu:
+            reservation["GPU"] = 1
+        return reservation
 
 
 def _largest_valid_cpus(available: float) -> float:
@@ -50,6 +65,7 @@ def plan_trial_resources(
     cpus_per_worker: float,
     use_gpu: bool,
     max_concurrent_trials: int | None = None,
+    local_mode: bool | None = None,
 ) -> TrialResources:
     """Fit one trial's worker group to the cluster and derive the trial concurrency.
 
@@ -57,6 +73,9 @@ def plan_trial_resources(
         cluster: the cluster's total resources, as ``ray.cluster_resources()``.
         max_concurrent_trials: an explicit limit, e.g. for an autoscaling cluster
             whose GPU nodes do not exist yet.
+        local_mode: train in the trial's own process; by default exactly when a
+            trial has one worker (``False`` keeps a worker group, as
+            ``benchmarks/bench_trial_overhead.py`` compares).
 
     Raises:
         ResourceError: a CPU-only cluster too small for even a fraction of a CPU
@@ -92,6 +111,8 @@ def plan_trial_resources(
             )
         cpus_per_worker = fitted
         concurrency = max(1, math.floor(total_cpus / (num_workers * cpus_per_worker) + 1e-9))
+    if local_mode and num_workers != 1:
+        raise ResourceError(f"local mode trains one worker per trial, not {num_workers}")
     if max_concurrent_trials is not None:
         if max_concurrent_trials < 1:
             raise ResourceError(f"max_concurrent_trials={max_concurrent_trials} must be at least 1")
@@ -101,4 +122,5 @@ def plan_trial_resources(
         cpus_per_worker=cpus_per_worker,
         use_gpu=use_gpu,
         max_concurrent_trials=concurrency,
+        local_mode=num_workers == 1 if local_mode is None else local_mode,
     )

@@ -7,12 +7,17 @@ The Train run is named after the trial id, so a restored sweep resumes each
 unfinished trial's Train run from its last checkpoint. Tune's TensorBoard logger
 writes every trial's curves to ``<storage>/<sweep>/<regime>_<trial id>/`` as
 the sweep runs (``tensorboard --logdir <storage>/<sweep>``).
+
+A one-worker trial is a :class:`LocalTrial` instead: the same Train run in Ray
+Train's local mode, in the trial's own process (:mod:`cars.local_train`), which
+saves the start and end of a controller and a worker group on every trial.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,16 +27,18 @@ import ray
 import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.logger import TBXLoggerCallback
+from ray.tune.result import RESULT_DUPLICATE
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from cars.config import BEST_SCORE, METRIC, MODE, SCORE_MODE, TrainConfig, selection_scores
 from cars.history import read_checkpoint_history
+from cars.local_train import LocalTrainRun
 from cars.paths import FEATURES_DIR
-from cars.resources import DRIVER_RESOURCES, TrialResources, plan_trial_resources
+from cars.resources import TrialResources, plan_trial_resources
 from cars.scheduler import RegimeASHAScheduler, trial_regime
 from cars.storage import exists, join_path, read_text, write_text
 from cars.sweep_config import SweepConfig
-from cars.train import create_trainer, read_train_result
+from cars.train import create_local_trainer, create_trainer, read_train_result
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +208,57 @@ def read_finished_run(path: str, epochs: int) -> list[dict[str, Any]] | None:
     return history
 
 
+class LocalTrial(ray.tune.Trainable):
+    """A one-worker trial: :func:`train_driver_fn`'s Train run, in the trial's own process.
+
+    A class trainable because ``ray.train`` refuses to run in a function
+    trainable's process; each ``step`` hands Tune one epoch of the run.
+    """
+
+    def setup(self, config: dict[str, Any], base: dict[str, Any], train_storage: str) -> None:
+        train_config = trial_train_config(config, base)
+        if not train_config.use_gpu:
+            # Ray leaves every GPU visible to a process that reserved none, and
+            # local mode trains on the first GPU that CUDA shows.
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        name = train_run_name(self.trial_id)
+        self._last: dict[str, Any] | None = None
+        self._run: LocalTrainRun | None = None
+        # A Train run that ended before Tune recorded it is handed over, not run again.
+        self._recorded = read_finished_run(join_path(train_storage, name), train_config.epochs)
+        if self._recorded is None:
+            self._run = LocalTrainRun(
+                lambda on_report: create_local_trainer(
+                    train_config, storage_path=train_storage, name=name, on_report=on_report
+                )
+            )
+
+    def step(self) -> dict[str, Any]:
+        if self._run is not None:
+            report = self._run.next_report()
+        else:
+            report = self._recorded.pop(0) if self._recorded else None
+        if report is None:
+            if self._last is None:
+                raise RuntimeError(f"trial {self.trial_id}'s Train run ended without a report")
+            # How Tune's function trainables end: the last result again, marked.
+            return {**self._last, RESULT_DUPLICATE: True}
+        self._last = report
+        return dict(report)
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        # The trial's state is its Train run's, stored with every epoch; a
+        # restarted trial resumes from there.
+        return None
+
+    def load_checkpoint(self, checkpoint: Any) -> None:
+        return None
+
+    def cleanup(self) -> None:
+        if self._run is not None:
+            self._run.stop()
+
+
 def _trial_name(trial: Any) -> str:
     return f"{trial_regime(trial.config)}_{trial.trial_id}"
 
@@ -208,11 +266,27 @@ def _trial_name(trial: Any) -> str:
 def create_trainable(
     sweep: SweepConfig, resources: TrialResources, path: str, driver: Any = train_driver_fn
 ) -> Any:
-    """Tune's trainable: ``driver`` with the trials' shared settings, Train runs in ``path``."""
-    driver = ray.tune.with_parameters(
+    """Tune's trainable with the trials' shared settings, Train runs in ``path``.
+
+    One-worker trials in local mode are a :class:`LocalTrial`; others ``driver``.
+    """
+    if resources.local_mode:
+        driver = LocalTrial
+    trial = ray.tune.with_parameters(
         driver, base=create_base_config(sweep, resources), train_storage=path
     )
-    return ray.tune.with_resources(driver, dict(DRIVER_RESOURCES))
+    return ray.tune.with_resources(trial, resources.trial_reservation())
+
+
+def trial_max_failures(sweep: SweepConfig, resources: TrialResources) -> int:
+    """How often Tune restarts a failed trial.
+
+    A trial in local mode also fails where a worker group would have been
+    restarted by Train's ``FailureConfig``, so it gets both budgets.
+    """
+    if not resources.local_mode or sweep.max_failures < 0:
+        return sweep.max_failures
+    return 2 * sweep.max_failures
 
 
 def restore_tuner(path: str, trainable: Any, param_space: dict[str, Any]) -> ray.tune.Tuner:
@@ -262,10 +336,15 @@ def create_tuner(sweep: SweepConfig, resources: TrialResources) -> ray.tune.Tune
             storage_path=sweep.storage,
             # A trial whose driver (with its Train controller) was on a lost node
             # starts again elsewhere; its Train run resumes from its checkpoint.
-            failure_config=ray.tune.FailureConfig(max_failures=sweep.max_failures),
+            failure_config=ray.tune.FailureConfig(
+                max_failures=trial_max_failures(sweep, resources)
+            ),
             verbose=1,
             callbacks=[TBXLoggerCallback()],
             sync_config=ray.tune.SyncConfig(sync_period=LIVE_SYNC_PERIOD_S),
+            # A class trainable would be saved at its end, by default: an empty
+            # Tune checkpoint beside the Train run's.
+            checkpoint_config=ray.tune.CheckpointConfig(checkpoint_at_end=False),
         ),
     )
 

@@ -16,6 +16,7 @@ import ray.train
 import ray.train.torch
 
 from cars.config import SCORE, SCORE_MODE, TrainConfig, selection_score
+from cars.local_train import LocalTorchTrainer, ReportHook
 from cars.storage import exists, join_path, location_of
 
 # Ray Train writes this file into a run's folder at the run's first report.
@@ -31,6 +32,30 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     from cars.train_loop import run_worker
 
     run_worker(loop_config)
+
+
+def create_run_config(
+    config: TrainConfig,
+    *,
+    storage_path: str,
+    name: str,
+    callbacks: Sequence[Any] = (),
+    worker_env: Mapping[str, str] | None = None,
+) -> ray.train.RunConfig:
+    """Where a run of ``config`` persists, which checkpoints it keeps, how it recovers."""
+    return ray.train.RunConfig(
+        name=name,
+        storage_path=storage_path,
+        failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(
+            num_to_keep=config.checkpoints_to_keep,
+            checkpoint_score_attribute=SCORE,
+            checkpoint_score_order=SCORE_MODE,
+        ),
+        callbacks=list(callbacks),
+        worker_runtime_env={"env_vars": dict(worker_env)} if worker_env else None,
+        logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+    )
 
 
 def create_trainer(
@@ -65,19 +90,43 @@ def create_trainer(
             use_gpu=config.use_gpu,
             resources_per_worker=resources,
         ),
-        run_config=ray.train.RunConfig(
-            name=name,
+        run_config=create_run_config(
+            config,
             storage_path=storage_path,
-            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=config.checkpoints_to_keep,
-                checkpoint_score_attribute=SCORE,
-                checkpoint_score_order=SCORE_MODE,
-            ),
-            callbacks=list(callbacks),
-            worker_runtime_env={"env_vars": dict(worker_env)} if worker_env else None,
-            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            name=name,
+            callbacks=callbacks,
+            worker_env=worker_env,
         ),
+    )
+
+
+def create_local_trainer(
+    config: TrainConfig,
+    *,
+    storage_path: str,
+    name: str,
+    on_report: ReportHook,
+    train_fn: Callable[[dict[str, Any]], None] = train_fn_per_worker,
+) -> LocalTorchTrainer:
+    """A one-worker run of ``config`` that trains in this process (Ray Train's local mode).
+
+    It reports, checkpoints and resumes as :func:`create_trainer`'s run does, in
+    the same folder layout. This process must hold the run's CPUs and GPU (a Tune
+    trial reserves them), and a crash fails the caller: Train's ``FailureConfig``
+    has no worker group to restart, so recovery is the caller's (Tune's own
+    ``FailureConfig`` restarts the trial, which resumes from the checkpoint).
+
+    Args:
+        on_report: called with each epoch's metrics and its stored checkpoint.
+    """
+    if config.num_workers != 1:
+        raise ValueError(f"a local run has one worker, not num_workers={config.num_workers}")
+    return LocalTorchTrainer(
+        train_fn,
+        train_loop_config=config.to_dict(),
+        scaling_config=ray.train.ScalingConfig(num_workers=0),
+        run_config=create_run_config(config, storage_path=storage_path, name=name),
+        on_report=on_report,
     )
 
 

@@ -387,6 +387,9 @@ def _run_epoch(run: WorkerRun, epoch: int) -> dict[str, Any]:
         "amp_dtype": worker.amp_dtype,
         "channels_last": not run.on_features,
     }
+    # Wall-clock time, comparable across processes: it places the epoch on the
+    # timeline of the trial (benchmarks/bench_trial_overhead.py).
+    started_at = time.time()
     started = time.perf_counter()
     train = train_one_epoch(
         run.trained,
@@ -397,6 +400,7 @@ def _run_epoch(run: WorkerRun, epoch: int) -> dict[str, Any]:
         mixup_fn=run.mixup_fn,
         **common,
     )
+    evaluating = time.perf_counter()
     if not run.on_features:
         # Recomputed from training batches, as pycls and detectron2 do: eval mode should
         # normalise with the statistics of the activations the weights were trained on.
@@ -421,6 +425,8 @@ def _run_epoch(run: WorkerRun, epoch: int) -> dict[str, Any]:
         "lr": train["lr"],
         "epoch_seconds": time.perf_counter() - started,
         "train_seconds": train["seconds"],
+        "eval_seconds": time.perf_counter() - evaluating,
+        "epoch_started_at": started_at,
         "images_per_second": train["images_per_second"],
         "train_images": train["images"],
         "val_images": val["images"],

@@ -61,3 +61,28 @@ def test_impossible_cpu_plans_fail_with_a_fix() -> None:
 def test_cpu_reservations_are_whole_above_one() -> None:
     plan = plan_trial_resources({"CPU": 3}, num_workers=2, cpus_per_worker=1.5, use_gpu=False)
     assert plan.cpus_per_worker == 1
+
+
+def test_one_worker_trials_train_in_their_own_process_which_holds_the_worker() -> None:
+    plan = plan_trial_resources(
+        {"CPU": 4, "GPU": 2}, num_workers=1, cpus_per_worker=2, use_gpu=True
+    )
+    assert plan.local_mode
+    assert plan.trial_reservation() == {"CPU": 2, "GPU": 1}
+    assert plan.max_concurrent_trials == 2
+    cpu_plan = plan_trial_resources({"CPU": 2}, num_workers=1, cpus_per_worker=1, use_gpu=False)
+    assert cpu_plan.trial_reservation() == {"CPU": 1}
+
+
+def test_worker_groups_leave_the_trial_a_driver_that_reserves_no_cpu() -> None:
+    plan = plan_trial_resources({"CPU": 2}, num_workers=2, cpus_per_worker=1, use_gpu=False)
+    assert not plan.local_mode
+    assert plan.trial_reservation()["CPU"] == 0
+    kept = plan_trial_resources(
+        {"CPU": 2}, num_workers=1, cpus_per_worker=1, use_gpu=False, local_mode=False
+    )
+    assert not kept.local_mode and kept.trial_reservation()["CPU"] == 0
+    with pytest.raises(ResourceError, match="one worker"):
+        plan_trial_resources(
+            {"CPU": 2}, num_workers=2, cpus_per_worker=1, use_gpu=False, local_mode=True
+        )
