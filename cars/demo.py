@@ -5,18 +5,6 @@ ImageNet weights cannot be downloaded offline, so the demo pretrains a
 its checkpoint to the ``frozen`` and ``finetune`` regimes, exactly as the full
 study hands them timm's ImageNet weights. Both the data and the source model
 are cached by what they depend on, so a second demo run starts sweeping at once.
-
-Why transfer should help here, as it does from ImageNet to Stanford Cars: every
-synthetic class, source or target, is a combination of the same parts (body
-shape, windows, roof, spoiler, stripes, roof rack, headlights, wheels, paint),
-and the two tasks share no combination (see :mod:`cars.data.synthetic_classes`).
-A network that learned to tell the source classes apart has learned to see those
-parts, so a target class is a new arrangement of features it already computes;
-a network trained from scratch must find them in the few target images alone.
-The demo therefore gives the target task few training images per class and the
-source task several times as many, and holds out larger validation and test
-sets than training sets, so that the regimes are compared on a few hundred
-images rather than a noisy handful.
 """
 
 from __future__ import annotations

@@ -248,9 +248,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_samples": 1,
         "finetune_blocks": (1, 2, 4),
         "augments": ("none", "basic"),
-        # A new head on pretrained features takes a dozen AdamW steps here; at 7e-3
-        # (within the former frozen range of 3e-3..2e-2) its training loss rose.
-        "lr_ranges": {"scratch": (1e-3, 3e-3), "frozen": (2e-4, 1e-3), "finetune": (3e-4, 1.5e-3)},
+        "lr_ranges": {"scratch": (1e-3, 3e-3), "frozen": (3e-3, 2e-2), "finetune": (1e-3, 4e-3)},
         "epochs": 2,
         "batch_size": 16,
         "image_size": 64,
@@ -261,20 +259,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "gradcam_images": 8,
         "confirm": 0,
         "weights": DEMO_SOURCE_WEIGHTS,
-        # Transfer to a small target set, the regime the study is about: 12 training
-        # images per target class, a source task of the same parts in other
-        # combinations with 58 per class to learn them from (see cars.demo), and
-        # 224 validation and 256 test images to compare the regimes on.
         "demo": DemoSpec(
             num_classes=8,
-            train_per_class=40,
-            test_per_class=32,
+            train_per_class=32,
+            test_per_class=10,
             source_classes=10,
-            source_train_per_class=64,
-            pretrain_epochs=4,
+            source_train_per_class=48,
+            pretrain_epochs=3,
             pretrain_lr=2e-3,
-            val_fraction=0.7,
-            source_val_fraction=0.1,
+            val_fraction=0.2,
         ),
     },
     "full": {
