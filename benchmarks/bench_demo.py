@@ -8,13 +8,18 @@ model is pretrained afresh, then reads the report's ``regimes.parquet``.
     python benchmarks/bench_demo.py --cold     # also regenerate the demo's data
     python benchmarks/bench_demo.py -- --preset smoke   # anything after -- goes to sweep.py
 
-It prints the wall time of the job, each regime's best validation and test
-accuracy, and whether the pretrained regimes beat ``scratch`` on both.
+Each line of the job's output is echoed with the seconds since the start, so
+the time of each stage (data, source model, each trial, report) can be read
+off. At the end it prints the wall time of the job, each regime's best
+validation and test accuracy, whether the pretrained regimes beat ``scratch``
+on both, and the report's paired test comparisons (``comparisons.parquet``:
+difference, bootstrap interval, McNemar p-value), as ``summary.md`` states them.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +31,7 @@ import pandas as pd
 
 from cars.demo import DEMO_DATA_DIR
 from cars.paths import PROJECT_ROOT
+from cars.report.comparisons import describe_comparison
 
 SWEEP_JOB = PROJECT_ROOT / "jobs" / "sweep.py"
 NAME = "bench-demo"
@@ -49,10 +55,17 @@ def run_demo(storage: Path, reports: Path, extra: list[str]) -> float:
     command += ["--reports", str(reports), *extra]
     print("$", " ".join(command), flush=True)
     started = time.perf_counter()
-    completed = subprocess.run(command, check=False)
+    # Unbuffered, so each line is timed as it is written, not when a pipe buffer fills.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env
+    ) as job:
+        assert job.stdout is not None
+        for line in job.stdout:
+            print(f"[{time.perf_counter() - started:6.1f} s] {line}", end="", flush=True)
     wall = time.perf_counter() - started
-    if completed.returncode != 0:
-        raise SystemExit(f"jobs/sweep.py exited with {completed.returncode} after {wall:.0f} s")
+    if job.returncode != 0:
+        raise SystemExit(f"jobs/sweep.py exited with {job.returncode} after {wall:.0f} s")
     return wall
 
 
@@ -69,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         storage, reports = Path(scratch) / "runs", Path(scratch) / "reports"
         wall = run_demo(storage, reports, args.sweep_args)
         regimes = pd.read_parquet(reports / NAME / "regimes.parquet")
+        comparisons_file = reports / NAME / "comparisons.parquet"
+        comparisons = pd.read_parquet(comparisons_file) if comparisons_file.exists() else None
 
     minutes, seconds = divmod(round(wall), 60)
     print(f"\ndemo wall time: {minutes} min {seconds:02d} s ({wall:.0f} s)")
@@ -86,6 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     for column in ("best_val_acc", "test_acc"):
         beats = bool((pretrained[column] > scores.loc["scratch", column]).all())
         print(f"transfer beats scratch on {column}: {'yes' if beats else 'no'}")
+    if comparisons is not None:
+        print("paired test comparisons (the report's comparisons.parquet):")
+        for _, row in comparisons[comparisons["measure"] == "test_acc"].iterrows():
+            print(f"  {describe_comparison(row)}")
 
 
 if __name__ == "__main__":

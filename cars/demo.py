@@ -5,6 +5,14 @@ ImageNet weights cannot be downloaded offline, so the demo pretrains a
 its checkpoint to the ``frozen`` and ``finetune`` regimes, exactly as the full
 study hands them timm's ImageNet weights. Both the data and the source model
 are cached by what they depend on, so a second demo run starts sweeping at once.
+
+Why transfer can help here, as it does from ImageNet to Stanford Cars: every
+synthetic class, source or target, is a combination of the same parts (body
+shape, windows, roof, spoiler, stripes, roof rack, headlights, wheels, paint),
+and the two tasks share no combination (see :mod:`cars.data.synthetic_classes`).
+A network that learned to tell the source classes apart has learned to see
+those parts, so a target class is a new arrangement of features it already
+computes; a network trained from scratch must find them in the target images.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from cars.data import read_dataset_info
+from cars.data.synthetic_classes import ATTRIBUTES, design_classes
 from cars.demo import prepare_demo_data
-from cars.sweep_config import DemoSpec
+from cars.sweep_config import PRESETS, DemoSpec
 
 SPEC = DemoSpec(
     num_classes=2,
@@ -32,3 +33,15 @@ def test_target_and_source_hold_out_their_own_fractions(tmp_path: Path) -> None:
 def test_source_holds_out_the_targets_fraction_by_default(tmp_path: Path) -> None:
     _, source = prepare_demo_data(replace(SPEC, source_val_fraction=None), 0, root=tmp_path)
     assert read_dataset_info(source).counts["val"] == 15
+
+
+def test_demo_target_classes_are_new_combinations_of_the_source_parts() -> None:
+    spec = PRESETS["demo"]["demo"]
+    target = design_classes(spec.num_classes, seed=0, task="target")
+    source = design_classes(spec.source_classes, seed=0, task="source")
+    parts = [*ATTRIBUTES.keys() - {"colour"}, "paint"]
+    seen = {part: {getattr(design, part) for design in source} for part in parts}
+    for design in target:
+        shared = [part for part in parts if getattr(design, part) in seen[part]]
+        assert len(shared) >= len(parts) - 1, (design.name, shared)
+        assert all(any(getattr(design, p) != getattr(other, p) for p in parts) for other in source)
