@@ -23,7 +23,13 @@ from torch.utils.data import DataLoader, Subset
 
 from cars.checkpoint import save_checkpoint
 from cars.config import METRIC, TrainConfig
-from cars.data import CarsDataset, create_transform_for, read_dataset_info
+from cars.data import (
+    CarsDataset,
+    create_input_normalizer,
+    create_random_erasing,
+    create_transform_for,
+    read_dataset_info,
+)
 from cars.engine import evaluate, train_one_epoch, update_batchnorm_statistics
 from cars.history import write_history
 from cars.model import build_model, count_parameters
@@ -178,6 +184,11 @@ def run_worker(loop_config: dict[str, Any]) -> None:
     if config.compile:
         model = torch.compile(model)
     amp_dtype = torch.bfloat16 if on_cuda else None
+    # The policy's random erasing runs on the device, after normalisation, on training
+    # batches (precise BN's included: they are training batches); validation sees none.
+    train_inputs = create_input_normalizer(
+        model, erasing=create_random_erasing(config.augment, device)
+    )
 
     for epoch in range(state.start_epoch, config.epochs + 1):
         if world_size > 1:
@@ -193,6 +204,7 @@ def run_worker(loop_config: dict[str, Any]) -> None:
             amp_dtype=amp_dtype,
             mixup_fn=mixup_fn,
             channels_last=True,
+            normalizer=train_inputs,
         )
         # Recomputed from training batches, as pycls and detectron2 do: eval mode should
         # normalise with the statistics of the activations the weights were trained on.
@@ -203,6 +215,7 @@ def run_worker(loop_config: dict[str, Any]) -> None:
             device=device,
             amp_dtype=amp_dtype,
             channels_last=True,
+            normalizer=train_inputs,
         )
         val = (
             evaluate(
