@@ -183,7 +183,8 @@ def test_the_eval_input_normalised_on_the_device_equals_the_former_path() -> Non
     with Image.open(io.BytesIO(data)) as image:
         reference = _former_transform("none", 64, is_training=False)(image.convert("RGB"))
     normalised = normalize_on_device(decoded[None], "cpu", mean=MEAN, std=STD)[0]
-    assert (normalised - reference).abs().max() <= 2 / 255 / 0.5 + 1e-6
+    # torchvision's libjpeg-turbo decode against Pillow's: one uint8 level at most.
+    assert (normalised - reference).abs().max() <= 1 / 255 / 0.5 + 1e-6
 
 
 def _augmented(transform, images: list[Image.Image], samples: int, *, erase: bool) -> torch.Tensor:
