@@ -32,24 +32,27 @@ def decode_rgb(data: bytes, scale: float = 1.0) -> tuple[torch.Tensor, float]:
         The pixels and the scale they were decoded at (1, 1/2, 1/4 or 1/8).
     """
     with Image.open(io.BytesIO(data)) as image:
-        width, height = image.size
-        reduced = image.format == "JPEG" and scale * MIN_DRAFT_REDUCTION <= 1.0
-        if reduced:
-            wanted = (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
-            drafted = image.draft("RGB", wanted)
-            # draft reports the full image's extent in the reduced image's pixels.
-            factor = 1.0 if drafted is None else drafted[1][2] / width
-            if factor < 1.0:
-                pixels = np.asarray(image.convert("RGB"))
-                return torch.from_numpy(pixels.copy()).permute(2, 0, 1), factor
-        if image.format == "JPEG" and image.mode == "RGB":
-            # The same libjpeg-turbo pixels as Pillow's at about half the time (no PIL
-            # buffer, no copies); torchvision 0.29 flags its decoders as deprecated in
-            # favour of TorchCodec, which this project does not install.
-            encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            return decode_jpeg(encoded, mode=ImageReadMode.RGB), 1.0
-        pixels = np.asarray(image.convert("RGB"))
-        return torch.from_numpy(pixels.copy()).permute(2, 0, 1), 1.0
+        return _decode_opened(image, data, scale)
+
+
+def _decode_opened(image: Image.Image, data: bytes, scale: float) -> tuple[torch.Tensor, float]:
+    width, height = image.size
+    if image.format == "JPEG" and scale * MIN_DRAFT_REDUCTION <= 1.0:
+        wanted = (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
+        drafted = image.draft("RGB", wanted)
+        # draft reports the full image's extent in the reduced image's pixels.
+        factor = 1.0 if drafted is None else drafted[1][2] / width
+        if factor < 1.0:
+            pixels = np.asarray(image.convert("RGB"))
+            return torch.from_numpy(pixels.copy()).permute(2, 0, 1), factor
+    if image.format == "JPEG" and image.mode == "RGB":
+        # The same libjpeg-turbo pixels as Pillow's at about half the time (no PIL
+        # buffer, no copies); torchvision 0.29 flags its decoders as deprecated in
+        # favour of TorchCodec, which this project does not install.
+        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        return decode_jpeg(encoded, mode=ImageReadMode.RGB), 1.0
+    pixels = np.asarray(image.convert("RGB"))
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1), 1.0
 
 
 def decode_input(
@@ -64,10 +67,12 @@ def decode_input(
         box: the car's box in the stored image's pixels; the image is cropped to it,
             enlarged by ``margin`` times its size on each side (``bbox_crop``).
     """
-    width, height = _image_size(data)
-    region = (0, 0, width, height) if box is None else expand_box(box, width, height, margin)
-    region_w, region_h = region[2] - region[0], region[3] - region[1]
-    pixels, factor = decode_rgb(data, transform.decode_scale(region_w, region_h))
+    # Opened once: the header gives the size, and the decoder is configured from it.
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        region = (0, 0, width, height) if box is None else expand_box(box, width, height, margin)
+        scale = transform.decode_scale(region[2] - region[0], region[3] - region[1])
+        pixels, factor = _decode_opened(image, data, scale)
     if box is not None:
         rows, cols = pixels.shape[1], pixels.shape[2]
         x1, y1 = math.floor(region[0] * factor), math.floor(region[1] * factor)
@@ -75,9 +80,3 @@ def decode_input(
         y2 = min(rows, max(y1 + 1, math.ceil(region[3] * factor)))
         pixels = pixels[:, y1:y2, x1:x2]
     return transform(pixels)
-
-
-def _image_size(data: bytes) -> tuple[int, int]:
-    # Opening reads the header only; the pixels are decoded once, in decode_rgb.
-    with Image.open(io.BytesIO(data)) as image:
-        return image.size
