@@ -7,19 +7,30 @@ the images/s of computing the pooled features once, and of training the head on
 them every epoch. Run on a GPU machine: ``python benchmarks/bench_gpu.py
 [--batch-size 64] [--compile]``; a flow check on a CPU: ``python
 benchmarks/bench_gpu.py --device cpu --steps 2 --warmup 1 --image-size 64``.
+
+A loader section then times the loader's CPU cost per core at the same input
+size (decode + the ``basic`` and ``strong`` transforms to uint8, on ~600 x 400
+JPEGs) and says, per regime, how many cores keep the GPU fed and whether
+``--loader-cores`` would leave it loader-bound.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
+import tempfile
 import time
+from pathlib import Path
 
 import timm
 import torch
 
 from cars.config import TrainConfig
+from cars.data import create_transform_for, write_synthetic_cars
+from cars.data.decoding import decode_input
+from cars.data.normalize import create_input_normalizer
 from cars.engine import train_one_epoch
 from cars.features import feature_head
 from cars.model import build_model, count_parameters
@@ -27,6 +38,7 @@ from cars.optim import create_loss, create_optimizer, create_scheduler
 
 NUM_CLASSES = 196
 REGIMES = (("scratch", None), ("frozen", None), ("finetune", 1))
+LOADER_POLICIES = ("basic", "strong")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,16 +51,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--no-amp", action="store_true", help="full precision, no bf16 autocast")
+    parser.add_argument(
+        "--loader-images", type=int, default=64, help="JPEGs to time the loader on (0: skip)"
+    )
+    parser.add_argument(
+        "--loader-cores",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="CPU cores the loader would have (default: this machine's)",
+    )
     return parser.parse_args(argv)
 
 
 def create_batches(
     count: int, batch_size: int, image_size: int, device: torch.device
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Random images and labels already on the device, so only training is timed."""
+    """Random uint8 images and labels already on the device, so only training (with the
+    normalisation on the device, as the loader's batches get it) is timed."""
     return [
         (
-            torch.randn(batch_size, 3, image_size, image_size, device=device),
+            torch.randint(0, 256, (batch_size, 3, image_size, image_size), device=device).to(
+                torch.uint8
+            ),
             torch.randint(0, NUM_CLASSES, (batch_size,), device=device),
         )
         for _ in range(count)
@@ -106,14 +130,17 @@ def measure_cached_frozen(args: argparse.Namespace, device: torch.device) -> Non
     model = build_model("frozen", NUM_CLASSES).to(device, memory_format=torch.channels_last).eval()
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=not args.no_amp)
     batches = create_batches(args.warmup + args.steps, args.batch_size, args.image_size, device)
+    normalizer = create_input_normalizer(model)
     with torch.inference_mode(), amp:
         for images, _ in batches[: args.warmup]:
-            model.forward_head(model.forward_features(images), pre_logits=True)
+            inputs = normalizer(images, device, True)
+            model.forward_head(model.forward_features(inputs), pre_logits=True)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         started = time.perf_counter()
         for images, _ in batches[args.warmup :]:
-            pooled = model.forward_head(model.forward_features(images), pre_logits=True)
+            inputs = normalizer(images, device, True)
+            pooled = model.forward_head(model.forward_features(inputs), pre_logits=True)
         pooled.float().cpu()  # waits for the device, as storing the features would
         compute_rate = args.steps * args.batch_size / (time.perf_counter() - started)
     config = TrainConfig(data="synthetic", regime="frozen", batch_size=args.batch_size)
@@ -136,6 +163,50 @@ def measure_cached_frozen(args: argparse.Namespace, device: torch.device) -> Non
     print(f"  head on features   : {head_rate['images_per_second']:>12.1f} images/s")
 
 
+def write_loader_images(count: int, folder: Path) -> list[bytes]:
+    """``count`` synthetic car photos of about Stanford Cars' size (~600 x 400), as JPEG bytes."""
+    source = write_synthetic_cars(
+        folder, num_classes=2, train_per_class=-(-count // 2), test_per_class=0, widths=(560, 660)
+    )
+    return [path.read_bytes() for path in sorted((source / "cars_train").rglob("*.jpg"))][:count]
+
+
+def measure_loader(args: argparse.Namespace) -> dict[str, float]:
+    """The loader's images/s per CPU core at ``--image-size``: decode + transform to uint8.
+
+    One thread, no DataLoader (its collation and inter-process copies come on top);
+    the device step (normalisation) is not the loader's and is in the regime figures.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-gpu-loader-") as tmp:
+            images = write_loader_images(args.loader_images, Path(tmp))
+        rates = {}
+        for augment in LOADER_POLICIES:
+            transform = create_transform_for(augment, args.image_size, is_training=True)
+            decode_input(images[0], transform)  # first call pays imports and allocations
+            start = time.perf_counter()
+            for data in images:
+                decode_input(data, transform)
+            rates[augment] = len(images) / (time.perf_counter() - start)
+        return rates
+    finally:
+        torch.set_num_threads(threads)
+
+
+def print_loader_bound(loader: dict[str, float], regimes: dict[str, float], cores: int) -> None:
+    """Per regime and policy: the cores that keep the device fed, and whether ``cores`` do."""
+    rates = ", ".join(f"{augment} {rate:.0f}" for augment, rate in loader.items())
+    print(f"\nloader      : images/s per CPU core (decode + transform to uint8): {rates}")
+    print(f"{'regime':<12}{'policy':<8}{'GPU img/s':>12}{'cores needed':>14}  with {cores} cores")
+    for label, gpu_rate in regimes.items():
+        for augment, rate in loader.items():
+            needed = gpu_rate / rate
+            verdict = "loader-bound" if needed > cores else "device-bound"
+            print(f"{label:<12}{augment:<8}{gpu_rate:>12.1f}{needed:>14.1f}  {verdict}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Measure every regime and print one table."""
     args = parse_args(argv)
@@ -154,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         f"compile={'on' if args.compile else 'off'}, {args.steps} timed steps"
     )
     print(f"{'regime':<12}{'trainable':>14}{'images/s':>12}{'ms/step':>10}{'peak GiB':>10}")
+    regime_rates = {}
     for regime, blocks in REGIMES:
         row = measure_regime(regime, blocks, args, device)
         label = regime if blocks is None else f"{regime}-{blocks}"
@@ -161,7 +233,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{label:<12}{row['trainable']:>14,}{row['images_per_second']:>12.1f}"
             f"{row['ms_per_step']:>10.1f}{row['peak_gib']:>10.2f}"
         )
+        regime_rates[label] = row["images_per_second"]
     measure_cached_frozen(args, device)
+    if args.loader_images > 0:
+        print_loader_bound(measure_loader(args), regime_rates, args.loader_cores)
 
 
 if __name__ == "__main__":

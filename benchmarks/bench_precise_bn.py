@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cars.config import PRECISE_BN_SAMPLES, TrainConfig
-from cars.data import read_dataset_info
+from cars.data import create_input_normalizer, create_random_erasing, read_dataset_info
 from cars.demo import prepare_demo_data
 from cars.engine import train_one_epoch, update_batchnorm_statistics
 from cars.model import build_model
@@ -104,7 +104,13 @@ def time_case(case: str, config: TrainConfig, *, batches: int | None, repeats: i
     loader = _loader(config)
     optimizer = create_optimizer(model, config)
     scheduler = create_scheduler(optimizer, config, len(loader))
-    common = {"device": "cpu", "channels_last": True}
+    # As the Ray Train loop: the policy's random erasing on training and precise-BN batches.
+    erasing = create_random_erasing(config.augment, "cpu")
+    common = {
+        "device": "cpu",
+        "channels_last": True,
+        "normalizer": create_input_normalizer(model, erasing=erasing),
+    }
 
     def train(batch_count: int | None) -> dict[str, float]:
         source = loader if batch_count is None else itertools.islice(loader, batch_count)

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from cars.checkpoint import save_best_weights
 from cars.classifier import load_classifier
 from cars.data import write_synthetic_cars
+from cars.data.decoding import decode_input
 from cars.model import build_model
 from cars.paths import resolve_path
 from cars.prediction.config import PredictConfig
@@ -36,14 +36,14 @@ def plain_loop_rate(model: str, files: list[Path], batch_size: int, device: str)
     classifier = load_classifier(model)
     network = classifier.model.to(device)
     transform = classifier.create_transform()
+    normalizer = classifier.create_normalizer()
     start = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(files), batch_size):
-            inputs = []
-            for path in files[i : i + batch_size]:
-                with Image.open(path) as image:
-                    inputs.append(transform(image.convert("RGB")))
-            probs = torch.softmax(network(torch.stack(inputs).to(device)), dim=1)
+            inputs = [
+                decode_input(path.read_bytes(), transform) for path in files[i : i + batch_size]
+            ]
+            probs = torch.softmax(network(normalizer(torch.stack(inputs), device)), dim=1)
             probs.topk(min(5, probs.shape[1]), dim=1)[0].cpu()
     return len(files) / (time.perf_counter() - start)
 

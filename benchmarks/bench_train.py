@@ -26,7 +26,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from cars.config import TrainConfig
-from cars.data import prepare_synthetic, read_dataset_info
+from cars.data import (
+    create_input_normalizer,
+    create_random_erasing,
+    prepare_synthetic,
+    read_dataset_info,
+)
 from cars.engine import evaluate, train_one_epoch
 from cars.model import build_model
 from cars.optim import create_loss, create_optimizer, create_scheduler
@@ -71,6 +76,9 @@ def run_engine(config: TrainConfig) -> tuple[list[float], float]:
     optimizer = create_optimizer(model, config)
     scheduler = create_scheduler(optimizer, config, len(train_loader))
     loss_fn = create_loss(config, info.num_classes)
+    # As the Ray Train loop: the policy's random erasing runs on the training batches.
+    erasing = create_random_erasing(config.augment, "cpu")
+    train_inputs = create_input_normalizer(model, erasing=erasing)
     rates = []
     for _ in range(config.epochs):
         train = train_one_epoch(
@@ -81,6 +89,7 @@ def run_engine(config: TrainConfig) -> tuple[list[float], float]:
             scheduler=scheduler,
             device="cpu",
             channels_last=True,
+            normalizer=train_inputs,
         )
         evaluate(model, val_loader, device="cpu", channels_last=True)
         rates.append(train["images_per_second"])

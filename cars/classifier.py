@@ -9,14 +9,12 @@ folder ``timm.create_model("local-dir:<folder>", pretrained=True)`` loads.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import timm
 import timm.data
-import torch
 from torch import nn
 
 from cars.checkpoint import (
@@ -27,6 +25,8 @@ from cars.checkpoint import (
     eval_data_config,
     load_checkpoint,
 )
+from cars.data.normalize import InputNormalizer, create_input_normalizer
+from cars.data.transforms import EvalTransform, create_eval_transform
 from cars.model import ARCHITECTURE
 from cars.paths import is_uri, resolve_path
 from cars.weights import apply_state_dict, load_weights, read_label_names
@@ -59,14 +59,13 @@ class Classifier:
         """The side of the square input the model sees."""
         return int(self.data_config["input_size"][-1])
 
-    def create_transform(self) -> Callable[[Any], torch.Tensor]:
-        """The deterministic evaluation transform: a PIL image in, a normalised tensor out."""
+    def create_transform(self) -> EvalTransform:
+        """The deterministic evaluation transform: an image in, a uint8 tensor out."""
         return create_eval_transform(self.data_config)
 
-
-def create_eval_transform(data_config: dict[str, Any]) -> Callable[[Any], torch.Tensor]:
-    """timm's evaluation transform of a data config (resize, centre crop, normalise)."""
-    return timm.data.create_transform(**data_config, is_training=False)
+    def create_normalizer(self) -> InputNormalizer:
+        """What turns the transform's uint8 output into the model's input, on the device."""
+        return create_input_normalizer(self.data_config)
 
 
 def load_classifier(source: str | Path) -> Classifier:

@@ -1,7 +1,9 @@
 """One epoch of training, precise BatchNorm statistics, and one pass of evaluation.
 
 The engine knows no Ray: it takes a model, a loader of ``(images, labels)``
-batches and an optimizer and returns plain floats. Under ``torch.distributed``
+batches and an optimizer and returns plain floats. Images arrive as uint8 pixels
+and are normalised on the device (:mod:`cars.data.normalize`), with the model's
+own mean and std unless a ``normalizer`` says otherwise. Under ``torch.distributed``
 (as Ray Train sets it up) the sums behind the metrics, and the recomputed
 BatchNorm statistics, are all-reduced, so every rank returns the numbers of the
 whole data set and holds the same model.
@@ -20,6 +22,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from cars.data.normalize import InputNormalizer, create_input_normalizer
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -34,23 +38,28 @@ def train_one_epoch(
     amp_dtype: torch.dtype | None = None,
     mixup_fn: Callable[[torch.Tensor, torch.Tensor], Batch] | None = None,
     channels_last: bool = False,
+    normalizer: InputNormalizer | None = None,
 ) -> dict[str, float]:
     """Train ``model`` for one pass over ``loader``, stepping ``scheduler`` after every batch.
 
     With ``mixup_fn`` the loss is taken against the mixed soft targets, while
     ``acc`` and ``top5`` compare the predictions with the original hard labels.
     A channels-last run expects the model already converted by the caller.
+    ``normalizer`` turns the loader's images into the model's input on the device
+    (by default from the model's pretrained config; pass one with the policy's
+    random erasing for training).
 
     Returns:
         ``loss`` (mean per image), ``acc``, ``top5``, ``images``, ``seconds``,
         ``images_per_second`` and ``lr`` (the head group's learning rate at the end).
     """
     device = torch.device(device)
+    normalizer = normalizer or create_input_normalizer(model)
     model.train()
     totals = torch.zeros(4, dtype=torch.float64, device=device)
     started = time.perf_counter()
     for batch in loader:
-        images, labels = _to_device(batch, device, channels_last)
+        images, labels = _to_device(batch, device, channels_last, normalizer)
         targets = labels
         if mixup_fn is not None:
             if len(images) % 2:
@@ -82,6 +91,7 @@ def update_batchnorm_statistics(
     device: torch.device | str,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    normalizer: InputNormalizer | None = None,
 ) -> dict[str, float]:
     """Recompute the running statistics of the trainable BatchNorm layers ("precise BN").
 
@@ -101,6 +111,7 @@ def update_batchnorm_statistics(
         zeros when the model has no trainable BatchNorm layer.
     """
     device = torch.device(device)
+    normalizer = normalizer or create_input_normalizer(model)
     started = time.perf_counter()
     was_training = model.training
     model.train()
@@ -119,7 +130,7 @@ def update_batchnorm_statistics(
             layer.reset_running_stats()
             layer.momentum = None
         for batch in itertools.islice(loader, num_batches):
-            images, _ = _to_device(batch, device, channels_last)
+            images, _ = _to_device(batch, device, channels_last, normalizer)
             with _autocast(device, amp_dtype):
                 model(images)
             batches += 1
@@ -168,6 +179,7 @@ def evaluate(
     device: torch.device | str,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    normalizer: InputNormalizer | None = None,
 ) -> dict[str, float]:
     """Score ``model`` on ``loader`` in eval mode.
 
@@ -178,11 +190,12 @@ def evaluate(
         ``loss``, ``acc``, ``top5``, ``images``, ``seconds`` and ``images_per_second``.
     """
     device = torch.device(device)
+    normalizer = normalizer or create_input_normalizer(model)
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)
     started = time.perf_counter()
     for batch in loader:
-        images, labels = _to_device(batch, device, channels_last)
+        images, labels = _to_device(batch, device, channels_last, normalizer)
         with _autocast(device, amp_dtype):
             logits = model(images)
         loss = nn.functional.cross_entropy(logits.float(), labels)
@@ -190,16 +203,16 @@ def evaluate(
     return _finish(totals, started)
 
 
-def _to_device(batch: Any, device: torch.device, channels_last: bool) -> Batch:
+def _to_device(
+    batch: Any, device: torch.device, channels_last: bool, normalizer: InputNormalizer
+) -> Batch:
     images, labels = batch[0], batch[1]
     if bool((labels < 0).any()):
         raise ValueError(
             "a batch holds labels below 0 (test images of unknown class are stored with "
             "label -1); only labelled images can be trained on or scored"
         )
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    images = images.to(device, non_blocking=True, memory_format=memory_format)
-    return images, labels.to(device, non_blocking=True)
+    return normalizer(images, device, channels_last), labels.to(device, non_blocking=True)
 
 
 def _autocast(

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from cars.config import TrainConfig
 from cars.data.info import DATASET_FILE, split_file
+from cars.data.normalize import create_input_normalizer
 from cars.model import HEAD
 from cars.paths import is_uri
 from cars.storage import exists, join_path, read_bytes, read_text, write_bytes, write_text
@@ -193,9 +194,10 @@ def _pool_shard(
         pin_memory=device.type == "cuda",
     )
     chunks = [torch.empty(0, inner.num_features, device=device)]
+    normalizer = create_input_normalizer(inner)
     try:
         for batch, _ in loader:
-            images = batch.to(device, non_blocking=True, memory_format=torch.channels_last)
+            images = normalizer(batch, device, True)
             with _autocast(device, amp_dtype):
                 pooled = inner.forward_head(inner.forward_features(images), pre_logits=True)
             chunks.append(pooled.float())

@@ -33,6 +33,8 @@ from scipy import ndimage
 from timm.utils import unwrap_model
 from torch import nn
 
+from cars.data.normalize import create_input_normalizer
+
 Box = Sequence[float]
 
 POINTING_TOLERANCE = 15
@@ -267,8 +269,9 @@ def compute_cams(
         model: a timm ``legacy_xception`` (or any classifier with an ``act4``
             layer), plain or wrapped in DDP; its train/eval mode, gradients and
             layers are left as they were.
-        inputs: N x 3 x H x W, normalised as the model expects; moved to the
-            model's device.
+        inputs: N x 3 x H x W uint8 pixels, normalised here with the model's
+            own mean and std (:mod:`cars.data.normalize`), or floats already
+            normalised as the model expects; moved to the model's device.
         targets: the class each CAM explains; default: the predicted classes.
     """
     net = unwrap_model(model)
@@ -278,9 +281,10 @@ def compute_cams(
             f"{type(net).__name__} has no act4 layer to take Grad-CAM from; "
             "pass a timm legacy_xception (block14_sepconv2_act is its act4)"
         )
-    if inputs.ndim != 4 or not inputs.is_floating_point() or len(inputs) == 0:
+    usable = inputs.is_floating_point() or inputs.dtype == torch.uint8
+    if inputs.ndim != 4 or not usable or len(inputs) == 0:
         raise ValueError(
-            "inputs must be a non-empty float N x C x H x W batch, "
+            "inputs must be a non-empty uint8 or float N x C x H x W batch, "
             f"got {inputs.dtype} {tuple(inputs.shape)}"
         )
     _check_targets(targets, len(inputs), getattr(net, "num_classes", None))
@@ -294,7 +298,8 @@ def compute_cams(
         with torch.inference_mode(False), torch.enable_grad(), _out_of_place(layer):
             # A frozen backbone records no gradient at act4 unless the input
             # asks for one; a clone keeps the caller's tensor untouched.
-            x = inputs.detach().to(device).clone().requires_grad_(True)
+            x = create_input_normalizer(net)(inputs.detach(), device)
+            x = x.clone().requires_grad_(True)
             wanted = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
             # GradCAM puts the model in eval mode; its context manager removes its hooks.
             with GradCAM(model=net, target_layers=[layer]) as cam:

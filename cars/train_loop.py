@@ -25,7 +25,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from cars.checkpoint import save_checkpoint
 from cars.config import METRIC, TrainConfig, selection_scores
-from cars.data import CarsDataset, DatasetInfo, create_transform_for, read_dataset_info
+from cars.data import (
+    CarsDataset,
+    DatasetInfo,
+    create_input_normalizer,
+    create_random_erasing,
+    create_transform_for,
+    read_dataset_info,
+)
+from cars.data.normalize import InputNormalizer
 from cars.engine import evaluate, train_one_epoch, update_batchnorm_statistics
 from cars.features import (
     FeatureCache,
@@ -209,6 +217,7 @@ class WorkerRun:
     mixup_fn: Any
     on_features: bool
     parameters: tuple[int, int]
+    train_inputs: InputNormalizer
 
 
 def run_worker(loop_config: dict[str, Any]) -> None:
@@ -278,6 +287,11 @@ def _create_run(config: TrainConfig, worker: Worker) -> WorkerRun:
         mixup_fn=create_mixup(config, info.num_classes),
         on_features=on_features,
         parameters=parameters,
+        # The policy's random erasing runs on the device, after normalisation, on
+        # training batches (precise BN's included); validation sees none.
+        train_inputs=create_input_normalizer(
+            model, erasing=create_random_erasing(config.augment, worker.device)
+        ),
     )
 
 
@@ -398,6 +412,7 @@ def _run_epoch(run: WorkerRun, epoch: int) -> dict[str, Any]:
         loss_fn=run.loss_fn,
         scheduler=run.state.scheduler,
         mixup_fn=run.mixup_fn,
+        normalizer=run.train_inputs,
         **common,
     )
     evaluating = time.perf_counter()
@@ -409,6 +424,7 @@ def _run_epoch(run: WorkerRun, epoch: int) -> dict[str, Any]:
             unwrap_model(run.trained),
             run.train_loader,
             num_batches=config.precise_bn_batches(len(run.train_loader)),
+            normalizer=run.train_inputs,
             **common,
         )
     has_val = run.info.counts.get("val", 0) > 0

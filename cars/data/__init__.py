@@ -1,5 +1,5 @@
 """The data layer: Stanford Cars readers, the synthetic generator, prepared sets,
-the training ``Dataset`` and its transforms.
+the training ``Dataset``, its transforms and the normalisation on the device.
 
 ``CarsDataset`` and the transforms need torch and timm; they are imported on
 first use, so that preparing data (``jobs/prepare.py``) starts quickly.
@@ -26,12 +26,20 @@ from cars.data.synthetic import prepare_synthetic, write_synthetic_cars
 from cars.data.synthetic_classes import design_classes
 
 if TYPE_CHECKING:
+    from cars.data.normalize import create_input_normalizer, normalize_on_device
     from cars.data.prepared import CarsDataset
-    from cars.data.transforms import create_transform_for, map_box_to_eval_input
+    from cars.data.transforms import (
+        create_random_erasing,
+        create_transform_for,
+        map_box_to_eval_input,
+    )
 
 _LAZY = {
     "CarsDataset": "cars.data.prepared",
+    "create_input_normalizer": "cars.data.normalize",
+    "create_random_erasing": "cars.data.transforms",
     "create_transform_for": "cars.data.transforms",
+    "normalize_on_device": "cars.data.normalize",
     "map_box_to_eval_input": "cars.data.transforms",
 }
 
@@ -47,11 +55,14 @@ __all__ = [
     "DatasetInfo",
     "PrepareResult",
     "Problem",
+    "create_input_normalizer",
+    "create_random_erasing",
     "create_transform_for",
     "design_classes",
     "detect_layout",
     "expand_box",
     "map_box_to_eval_input",
+    "normalize_on_device",
     "prepare_dataset",
     "prepare_synthetic",
     "read_annotations",

@@ -19,8 +19,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from cars.data.boxes import Box, expand_box
+from cars.data.decoding import decode_input
 from cars.data.info import read_dataset_info, require_prepared_file, split_file
 from cars.data.readers import BBOX_FIELDS
+from cars.data.transforms import EvalTransform, InputTransform, TrainTransform
 
 __all__ = ["CarsDataset", "read_dataset_info"]
 
@@ -28,7 +30,9 @@ __all__ = ["CarsDataset", "read_dataset_info"]
 class CarsDataset(Dataset):
     """One split (``train``, ``val`` or ``test``) of a prepared set at a folder or URI.
 
-    Items are ``(transform(image), label)``; without a transform, the PIL image.
+    Items are ``(transform(image), label)``: with one of :mod:`cars.data.transforms`, a
+    uint8 C x H x W tensor, decoded at reduced scale where the transform allows
+    (:func:`cars.data.decoding.decode_input`); without a transform, the PIL image.
     With ``bbox_crop`` the image is first cropped to its bounding box enlarged by
     ``bbox_margin`` times the box's size on each side (clipped to the image); an
     image whose box is unknown is used whole (``uncropped`` counts them).
@@ -39,7 +43,7 @@ class CarsDataset(Dataset):
         self,
         path: str | Path,
         split: str,
-        transform: Callable[[Image.Image], Any] | None = None,
+        transform: InputTransform | Callable[[Image.Image], Any] | None = None,
         *,
         bbox_crop: bool = False,
         bbox_margin: float = 0.1,
@@ -108,8 +112,11 @@ class CarsDataset(Dataset):
         return self.read_image(index), int(self.labels[index]), self.box(index)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        image = self.read_image(index)
         box = self.box(index) if self.bbox_crop else None
+        if isinstance(self.transform, EvalTransform | TrainTransform):
+            pixels = decode_input(self._image_bytes(index), self.transform, box, self.bbox_margin)
+            return pixels, int(self.labels[index])
+        image = self.read_image(index)
         if box is not None:
             width, height = image.size
             image = image.crop(expand_box(box, width, height, self.bbox_margin))

@@ -12,12 +12,13 @@ import torch
 
 from cars.classifier import Classifier
 from cars.data.boxes import has_area
+from cars.data.decoding import decode_input
 from cars.data.readers import BBOX_FIELDS
-from cars.data.transforms import map_box_to_eval_input
+from cars.data.transforms import EvalTransform, map_box_to_eval_input
 from cars.figures import plot_gradcam_grid
 from cars.figures.panels import UNKNOWN_CLASS
 from cars.gradcam import compute_cams
-from cars.prediction.stages import crop_to_box, decode_image
+from cars.prediction.stages import read_image_size, usable_box
 
 GRADCAM_FILE = "gradcam.png"
 _NO_BOX = (np.nan, np.nan, np.nan, np.nan)
@@ -43,15 +44,15 @@ def write_prediction_cams(
     transform = classifier.create_transform()
     paths, boxes, inputs, truths = [], [], [], []
     for row in rows.iter_rows():
+        box = [int(row[name]) for name in BBOX_FIELDS] if BBOX_FIELDS[0] in row else None
         try:
-            image = decode_image(row["bytes"])
+            size = read_image_size(row["bytes"])
+            crop = usable_box(box, *size) if box is not None and classifier.bbox_crop else None
+            pixels = decode_input(row["bytes"], transform, crop, classifier.bbox_margin)
         except Exception:  # an unreadable file has its error row; draw the next image
             continue
-        box = [int(row[name]) for name in BBOX_FIELDS] if BBOX_FIELDS[0] in row else None
-        boxes.append(_input_box(classifier, box, image.size))
-        if box is not None and classifier.bbox_crop:
-            image = crop_to_box(image, box, classifier.bbox_margin)
-        inputs.append(transform(image))
+        boxes.append(_input_box(classifier, transform, box, size))
+        inputs.append(pixels)
         paths.append(str(row["path"]))
         label = int(row.get("label", -1))
         truths.append(true_class_names[label] if true_class_names and label >= 0 else UNKNOWN_CLASS)
@@ -64,7 +65,7 @@ def write_prediction_cams(
     names = [classifier.class_names[int(t)] for t in result.targets]
     confidences = result.probabilities[np.arange(len(paths)), result.targets]
     plot_gradcam_grid(
-        _display_images(batch, classifier.data_config),
+        batch.permute(0, 2, 3, 1).numpy(),
         result.cams,
         np.array(boxes, dtype=np.float64),
         truths,
@@ -79,7 +80,10 @@ def write_prediction_cams(
 
 
 def _input_box(
-    classifier: Classifier, box: list[int] | None, size: tuple[int, int]
+    classifier: Classifier,
+    transform: EvalTransform,
+    box: list[int] | None,
+    size: tuple[int, int],
 ) -> tuple[float, float, float, float]:
     """The car's box in the model input's pixels; NaN (drawn as nothing) when unknown."""
     if box is None or not has_area((box[0], box[1], box[2], box[3])):
@@ -90,12 +94,5 @@ def _input_box(
         classifier.image_size,
         bbox_crop=classifier.bbox_crop,
         bbox_margin=classifier.bbox_margin,
+        transform=transform,
     )
-
-
-def _display_images(inputs: torch.Tensor, data_config: dict) -> np.ndarray:
-    """Normalised model inputs back to uint8 H x W x 3 for drawing."""
-    mean = torch.tensor(data_config["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(data_config["std"]).view(1, -1, 1, 1)
-    pixels = (inputs * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).numpy()

@@ -19,9 +19,11 @@ import pyarrow as pa
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from cars.classifier import Classifier, create_eval_transform, load_classifier
-from cars.data.boxes import clip_box, expand_box, has_area
+from cars.classifier import Classifier, load_classifier
+from cars.data.boxes import Box, clip_box, has_area
+from cars.data.decoding import decode_input
 from cars.data.readers import BBOX_FIELDS
+from cars.data.transforms import create_eval_transform
 
 TOP_K = 5
 
@@ -40,19 +42,17 @@ LABEL_SCHEMA = pa.schema(
 )
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Decode encoded image bytes to RGB; any failure raises."""
-    with Image.open(io.BytesIO(data)) as opened:
-        return opened.convert("RGB")
-
-
-def crop_to_box(image: Image.Image, box: Sequence[int], margin: float) -> Image.Image:
-    """Crop to the box enlarged by ``margin`` (as training did); an unknown box keeps it whole."""
+def usable_box(box: Sequence[int], width: int, height: int) -> Box | None:
+    """The box clipped to a ``width`` x ``height`` image; None when nothing of it is left."""
     x1, y1, x2, y2 = (int(v) for v in box)
-    inside = clip_box((x1, y1, x2, y2), *image.size)
-    if not has_area(inside):
-        return image
-    return image.crop(expand_box(inside, *image.size, margin))
+    inside = clip_box((x1, y1, x2, y2), width, height)
+    return inside if has_area(inside) else None
+
+
+def read_image_size(data: bytes) -> tuple[int, int]:
+    """The width and height of encoded image bytes (the header only)."""
+    with Image.open(io.BytesIO(data)) as opened:
+        return opened.size
 
 
 def classifier_input(classifier: Classifier) -> dict[str, Any]:
@@ -65,20 +65,26 @@ def classifier_input(classifier: Classifier) -> dict[str, Any]:
 
 
 def decode_batch(batch: dict[str, np.ndarray], model_input: dict[str, Any]) -> dict[str, Any]:
-    """Encoded images to normalised inputs; an undecodable file keeps its row, with an error."""
+    """Encoded images to uint8 inputs; an undecodable file keeps its row, with an error.
+
+    The model's actors normalise them on their device (a quarter of the bytes of floats
+    through Ray's object store).
+    """
     transform = create_eval_transform(model_input["data_config"])
     size = int(model_input["data_config"]["input_size"][-1])
     count = len(batch["path"])
-    inputs = np.zeros((count, 3, size, size), dtype=np.float32)
+    inputs = np.zeros((count, 3, size, size), dtype=np.uint8)
     errors: list[str | None] = [None] * count
     has_boxes = all(name in batch for name in BBOX_FIELDS)
     for i in range(count):
         box = [batch[name][i] for name in BBOX_FIELDS] if has_boxes else None
         try:
-            image = decode_image(batch["bytes"][i])
+            data = batch["bytes"][i]
             if box is not None and model_input["bbox_crop"]:
-                image = crop_to_box(image, box, model_input["bbox_margin"])
-            inputs[i] = transform(image).numpy()
+                box = usable_box(box, *read_image_size(data))
+            else:
+                box = None
+            inputs[i] = decode_input(data, transform, box, model_input["bbox_margin"]).numpy()
         except UnidentifiedImageError:  # its message names a buffer's address, not the file
             errors[i] = "cannot decode the image: not an image format Pillow reads"
         except Exception as err:  # any file Pillow cannot read is that row's error, not the job's
@@ -116,6 +122,7 @@ class BatchClassifier:
         self.device = torch.device("cuda" if use_gpu else "cpu")
         self.classifier = load_classifier(model)
         self.model = self.classifier.model.to(self.device).eval()
+        self.normalizer = self.classifier.create_normalizer()
         self.true_class_names = None if true_class_names is None else list(true_class_names)
 
     @torch.inference_mode()
@@ -129,8 +136,8 @@ class BatchClassifier:
         top_classes: list[list[str] | None] = [None] * count
         top_probs: list[list[float] | None] = [None] * count
         if ok.any():
-            inputs = torch.from_numpy(np.ascontiguousarray(batch["image"][ok])).to(self.device)
-            probs = torch.softmax(self.model(inputs).float(), dim=1)
+            pixels = torch.from_numpy(np.ascontiguousarray(batch["image"][ok]))
+            probs = torch.softmax(self.model(self.normalizer(pixels, self.device)).float(), dim=1)
             values, indices = probs.topk(k, dim=1)
             rows = np.flatnonzero(ok)
             for row, v, c in zip(rows, values.cpu().tolist(), indices.cpu().tolist(), strict=True):

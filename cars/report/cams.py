@@ -64,9 +64,8 @@ def select_images(predictions: np.ndarray, labels: np.ndarray, count: int, seed:
 
 
 def _display_images(inputs: torch.Tensor) -> np.ndarray:
-    """Model inputs (normalised with mean = std = 0.5) back to uint8 H x W x 3."""
-    pixels = (inputs * 0.5 + 0.5).clamp(0, 1).mul(255).round().to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).numpy()
+    """The uint8 model inputs (N x 3 x H x W) as H x W x 3 pictures."""
+    return inputs.permute(0, 2, 3, 1).numpy()
 
 
 def _class_name(class_names: Sequence[str], label: int) -> str:
@@ -170,6 +169,7 @@ def _input_box(dataset: CarsDataset, index: int, config: TrainConfig) -> tuple[f
         config.image_size,
         bbox_crop=config.bbox_crop,
         bbox_margin=config.bbox_margin,
+        transform=dataset.transform,
     )
 
 

@@ -15,7 +15,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from cars.config import TrainConfig
-from cars.data import CarsDataset, create_transform_for, read_dataset_info
+from cars.data import (
+    CarsDataset,
+    create_input_normalizer,
+    create_transform_for,
+    read_dataset_info,
+)
 from cars.engine import topk_hits
 from cars.model import build_model
 from cars.runtime import init_ray
@@ -77,8 +82,12 @@ def predict(model: torch.nn.Module, dataset: CarsDataset, device: torch.device) 
     if len(dataset) == 0:
         return np.zeros((0, model.num_classes), dtype=np.float32)
     model = model.to(device)
+    normalizer = create_input_normalizer(model)
     loader = DataLoader(dataset, batch_size=64, num_workers=0)
-    chunks = [torch.softmax(model(images.to(device)).float(), dim=1).cpu() for images, _ in loader]
+    chunks = [
+        torch.softmax(model(normalizer(images, device)).float(), dim=1).cpu()
+        for images, _ in loader
+    ]
     return torch.cat(chunks).numpy()
 
 

