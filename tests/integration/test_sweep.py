@@ -149,7 +149,7 @@ def test_frozen_trials_started_side_by_side_read_the_features_one_task_computed(
         image_size=32,
     )
     resources = TrialResources(
-        num_workers=2, cpus_per_worker=1.0, use_gpu=False, max_concurrent_trials=2, fits_now=True
+        num_workers=2, cpus_per_worker=1.0, use_gpu=False, max_concurrent_trials=2
     )
     prepare_shared_features(config, resources)
 
