@@ -175,10 +175,11 @@ def prepare_shared_features(sweep: SweepConfig, resources: TrialResources) -> No
     """Compute the features the sweep's frozen trials train on once, before they start.
 
     One trial at a time, the first frozen trial without augmentation computes
-    and stores them and the next ones read them. Trials that start side by side
-    would each compute them, so there a Ray task with one training worker's
-    resources does it first. Without pretrained weights every trial's backbone
-    is its own, and so are its features.
+    and stores them and the next ones read them. Frozen trials that start side
+    by side would each compute them, so there a Ray task with one training
+    worker's resources does it first; a sweep with one frozen trial
+    (``num_samples=1``) or one trial at a time needs no task. Without
+    pretrained weights every trial's backbone is its own, and so are its features.
     """
     shared = (
         sweep.feature_cache
@@ -186,7 +187,7 @@ def prepare_shared_features(sweep: SweepConfig, resources: TrialResources) -> No
         and "frozen" in sweep.regimes
         and "none" in sweep.augments
     )
-    if not shared or resources.max_concurrent_trials < 2:
+    if not shared or min(sweep.num_samples, resources.max_concurrent_trials) < 2:
         return
     draws = {"regime": "frozen", "augment": "none", "seed": sweep.seed, "trainable_blocks": None}
     draws["lr"] = sweep.lr_ranges["frozen"][0]

@@ -146,6 +146,7 @@ def test_frozen_trials_started_side_by_side_read_the_features_one_task_computed(
         storage=str(tmp_path),
         weights=str(weights),
         regimes=("frozen", "finetune"),
+        num_samples=2,
         image_size=32,
     )
     resources = TrialResources(
@@ -163,6 +164,10 @@ def test_frozen_trials_started_side_by_side_read_the_features_one_task_computed(
     alone = config.replace(name="alone")
     prepare_shared_features(alone, replace(resources, max_concurrent_trials=1))
     assert not (tmp_path / "alone").exists()
+    # Nor with a single frozen trial, which computes them as it starts.
+    single = config.replace(name="single", num_samples=1)
+    prepare_shared_features(single, resources)
+    assert not (tmp_path / "single").exists()
 
 
 def test_report_has_every_file(report: Path) -> None:

@@ -1,14 +1,17 @@
-"""The demo's data: a target set and a disjoint source set, each with its own hold-out."""
+"""The demo: its target and source sets, each with its own hold-out, and the source run."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
+from cars.config import ConfigError
 from cars.data import read_dataset_info
 from cars.data.synthetic_classes import ATTRIBUTES, design_classes
-from cars.demo import prepare_demo_data
-from cars.sweep_config import PRESETS, DemoSpec
+from cars.demo import prepare_demo_data, pretrain_config
+from cars.sweep_config import PRESETS, DemoSpec, create_sweep_config
 
 SPEC = DemoSpec(
     num_classes=2,
@@ -27,6 +30,7 @@ def test_target_and_source_hold_out_their_own_fractions(tmp_path: Path) -> None:
     target, source = (read_dataset_info(d) for d in prepare_demo_data(SPEC, 0, root=tmp_path))
     assert (target.counts["train"], target.counts["val"]) == (4, 4)
     assert (source.counts["train"], source.counts["val"]) == (27, 3)
+    assert (target.counts["test"], source.counts["test"]) == (2, 0)
     assert not set(target.class_names) & set(source.class_names)
 
 
@@ -45,3 +49,31 @@ def test_demo_target_classes_are_new_combinations_of_the_source_parts() -> None:
         shared = [part for part in parts if getattr(design, part) in seen[part]]
         assert len(shared) >= len(parts) - 1, (design.name, shared)
         assert all(any(getattr(design, p) != getattr(other, p) for p in parts) for other in source)
+
+
+def test_the_source_run_follows_the_demo_spec_on_the_whole_cluster() -> None:
+    sweep = create_sweep_config("demo", "s")
+    spec = sweep.demo
+    assert spec is not None
+    config = pretrain_config(sweep, spec, "/source", {"CPU": 4.0})
+    assert (config.regime, config.weights, config.data) == ("scratch", None, "/source")
+    assert (config.epochs, config.lr) == (spec.pretrain_epochs, spec.pretrain_lr)
+    assert (config.batch_size, config.augment) == (spec.pretrain_batch_size, spec.pretrain_augment)
+    assert config.warmup_epochs == spec.pretrain_warmup_epochs
+    assert config.cpus_per_worker == 4.0
+    # Without a batch size of its own, the source model trains with the sweep's.
+    default = pretrain_config(sweep, replace(spec, pretrain_batch_size=None), "/s", {"CPU": 2.0})
+    assert default.batch_size == sweep.batch_size
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("pretrain_augment", "heavy", "pretrain_augment='heavy' is not valid"),
+        ("pretrain_batch_size", 0, "pretrain_batch_size=0 is not valid"),
+        ("pretrain_warmup_epochs", -1.0, "pretrain_warmup_epochs=-1.0 is not valid"),
+    ],
+)
+def test_a_bad_pretraining_setting_is_named(field: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        replace(SPEC, **{field: value})
