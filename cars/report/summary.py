@@ -127,6 +127,26 @@ def _ratio_interval(values: pd.Series) -> str:
     return f"{interval.value:.2f} [{max(interval.low, 0.0):.2f}-{interval.high:.2f}]"
 
 
+# Boxes that cover this much of the input on average leave the measures no room.
+FILLING_BOX_SHARE = 0.75
+
+
+def _filling_box_lines(measured: pd.DataFrame) -> list[str]:
+    """A warning when the boxes fill the inputs (a run cropped to them, close-up photos)."""
+    share = float(measured["box_area_share"].astype(float).mean())
+    if not share >= FILLING_BOX_SHARE:
+        return []
+    centre = float(measured["center_hit"].astype(float).mean())
+    return [
+        "",
+        f"The boxes cover {_pct(share)} of the inputs on average (they fill the frame, as "
+        "in a run cropped to them with `--bbox-crop`): no CAM can score an energy ratio much "
+        f"above {1 / share:.2f}, and pointing at the centre already hits {_pct(centre)}. "
+        "Here these measures cannot tell a CAM on the car from one spread over the whole "
+        "input; only Grad-CAM on inputs where the car leaves room around it can.",
+    ]
+
+
 def _gradcam_lines(gradcam: pd.DataFrame) -> list[str]:
     if "box_known" not in gradcam:
         gradcam = gradcam.assign(box_known=True)
@@ -171,7 +191,7 @@ def _gradcam_lines(gradcam: pd.DataFrame) -> list[str]:
             f"| {_pct(group['center_hit'].astype(float).mean())} "
             f"| {_pct(group['correct'].astype(float).mean())} |"
         )
-    return lines
+    return lines + _filling_box_lines(measured)
 
 
 def _comparison_lines(inputs: SummaryInputs, missing_test: str | None) -> list[str]:

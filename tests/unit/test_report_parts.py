@@ -491,6 +491,15 @@ def test_summary_has_the_gradcam_means_table() -> None:
     assert "No Grad-CAM" not in section
 
 
+def test_summary_says_when_the_boxes_leave_the_gradcam_measures_no_room() -> None:
+    assert "fill the frame" not in _section(render_summary(_inputs(gradcam=_gradcam())), "Grad-CAM")
+    filling = _gradcam().assign(box_area_share=0.9, center_hit=True)
+    section = _section(render_summary(_inputs(gradcam=filling)), "Grad-CAM")
+    assert "The boxes cover 90.0% of the inputs on average (they fill the frame" in section
+    assert "energy ratio much above 1.11" in section
+    assert "pointing at the centre already hits 100.0%" in section
+
+
 def test_summary_without_gradcam_says_so() -> None:
     section = _section(render_summary(_inputs()), "Grad-CAM")
     assert "No Grad-CAM" in section
