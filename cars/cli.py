@@ -297,7 +297,12 @@ def create_sweep_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int)
     run.add_argument("--batch-size", type=int, help="global batch size")
     run.add_argument("--image-size", type=int)
-    run.add_argument("--bbox-crop", action="store_true", default=None)
+    run.add_argument(
+        "--bbox-crop",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="crop each image to its car's box first (default: the preset's; demo crops)",
+    )
     run.add_argument("--grace-period", type=int, help="epochs before ASHA may stop a trial")
     run.add_argument(
         "--max-concurrent-trials", type=int, help="default: as many as the cluster's resources hold"

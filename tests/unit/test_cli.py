@@ -226,6 +226,17 @@ def test_sweep_options_override_the_preset() -> None:
     assert sweep.create_train_config("/d", "frozen", 1e-3, "none").precise_bn_samples == 64
 
 
+def test_bbox_crop_follows_the_preset_unless_told() -> None:
+    def crop(*argv: str) -> bool:
+        sweep = parse_sweep_args(list(argv)).sweep
+        assert sweep is not None
+        return sweep.bbox_crop
+
+    assert crop("--preset", "demo") and not crop("--preset", "demo", "--no-bbox-crop")
+    assert not crop("--preset", "full", "--data", "/d")
+    assert crop("--preset", "full", "--data", "/d", "--bbox-crop")
+
+
 def test_full_preset_trains_on_gpus_unless_told_cpu() -> None:
     gpu = parse_sweep_args(["--preset", "full", "--data", "/d"])
     cpu = parse_sweep_args(["--preset", "full", "--data", "/d", "--cpu"])
