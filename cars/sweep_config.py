@@ -39,7 +39,9 @@ class DemoSpec:
     (by default ``val_fraction``): its validation only picks the source checkpoint.
     The source model trains ``scratch`` for ``pretrain_epochs`` at ``pretrain_lr``
     with batches of ``pretrain_batch_size`` (by default the sweep's), the
-    ``pretrain_augment`` policy and ``pretrain_warmup_epochs`` of warmup.
+    ``pretrain_augment`` policy and ``pretrain_warmup_epochs`` of warmup. Each
+    class's photos wear its usual colour with ``usual_colour_share`` chance (by
+    default the generator's), and any colour otherwise.
     """
 
     num_classes: int
@@ -54,6 +56,7 @@ class DemoSpec:
     pretrain_batch_size: int | None = None
     pretrain_augment: str = "basic"
     pretrain_warmup_epochs: float = 1.0
+    usual_colour_share: float | None = None
 
     def __post_init__(self) -> None:
         if self.pretrain_augment not in AUGMENTS:
@@ -67,6 +70,10 @@ class DemoSpec:
         if self.pretrain_warmup_epochs < 0:
             raise ConfigError(
                 f"demo pretrain_warmup_epochs={self.pretrain_warmup_epochs} is not valid: 0 or more"
+            )
+        if self.usual_colour_share is not None and not 0 <= self.usual_colour_share <= 1:
+            raise ConfigError(
+                f"demo usual_colour_share={self.usual_colour_share} is not valid: from 0 to 1"
             )
 
 
@@ -273,9 +280,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # noise. The source task is larger and more varied (24 classes of 36 training
     # images), so the features it teaches are worth transferring; two epochs
     # without augmentation get it furthest in the time. Every image is cropped to
-    # its car's box, so that at 64 px the car fills the input (see cars/demo.py).
+    # its car's box, so that at 64 px the car fills the input, and paint is drawn
+    # at random, so that classes differ by their parts alone (see cars/demo.py).
     "demo": {
         **_CPU_PRESET,
+        # One trial per regime and 30 steps: a random-resized-crop draw would
+        # decide a regime's result by itself (--augments none basic sweeps it).
+        "augments": ("none",),
         "finetune_blocks": (1, 2, 4),
         "lr_ranges": {"scratch": (1e-3, 3e-3), "frozen": (1e-3, 1e-2), "finetune": (5e-4, 3e-3)},
         "epochs": 6,
@@ -296,6 +307,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             pretrain_batch_size=16,
             pretrain_augment="none",
             pretrain_warmup_epochs=0.3,
+            usual_colour_share=0.0,
         ),
     },
     "full": {

@@ -20,7 +20,7 @@ from cars.data.prepare import MAX_SIDE, VAL_FRACTION, PrepareResult, prepare_dat
 from cars.data.publishing import check_destination
 from cars.data.staging import staged_folder
 from cars.data.synthetic_classes import TASKS, CarDesign, design_classes
-from cars.data.synthetic_drawing import draw_photo
+from cars.data.synthetic_drawing import USUAL_COLOUR_SHARE, draw_photo
 
 DEFAULT_WIDTHS = (96, 200)
 ASPECT_RANGE = (0.62, 0.8)  # height / width, as in landscape car photos
@@ -34,6 +34,8 @@ def _draw_split(
     per_class: int,
     widths: tuple[int, int],
     key: list[int],
+    *,
+    usual_colour_share: float,
 ) -> list[dict[str, int | str]]:
     """Draw one split's photos in a seeded class order; its annotation records."""
     items = [(label, i) for label in range(len(designs)) for i in range(per_class)]
@@ -44,7 +46,9 @@ def _draw_split(
         rng = np.random.default_rng([*key, label, i])
         width = int(rng.integers(widths[0], widths[1] + 1))
         height = round(width * rng.uniform(*ASPECT_RANGE))
-        photo, (x1, y1, x2, y2) = draw_photo(designs[label], rng, width, height)
+        photo, (x1, y1, x2, y2) = draw_photo(
+            designs[label], rng, width, height, usual_colour_share=usual_colour_share
+        )
         fname = f"{number:05d}.jpg"
         photo.save(folder / fname, quality=int(rng.integers(*JPEG_QUALITY_RANGE)))
         # Stanford Cars' corners are 1-based and inclusive.
@@ -64,6 +68,7 @@ def write_synthetic_cars(
     seed: int = 0,
     task: str = "target",
     widths: tuple[int, int] = DEFAULT_WIDTHS,
+    usual_colour_share: float = USUAL_COLOUR_SHARE,
 ) -> Path:
     """Write a synthetic Stanford Cars folder in the devkit layout; returns ``root``.
 
@@ -72,6 +77,9 @@ def write_synthetic_cars(
         task: ``"target"``, or ``"source"`` for classes disjoint from the target's
             (to pretrain a model that then transfers).
         widths: the range of photo widths in pixels; heights are 0.62-0.8 times that.
+        usual_colour_share: the share of a class's photos in its usual colour;
+            the rest are painted any colour. At 0, as in :data:`cars.sweep_config`'s
+            ``demo`` preset, paint says nothing about the class.
     """
     if train_per_class < 1 or test_per_class < 0:
         raise DataError(
@@ -80,17 +88,20 @@ def write_synthetic_cars(
         )
     if not 32 <= widths[0] <= widths[1]:
         raise DataError(f"widths={widths} is not valid: (low, high) with 32 <= low <= high")
+    if not 0 <= usual_colour_share <= 1:
+        raise DataError(f"usual_colour_share={usual_colour_share} is not valid: from 0 to 1")
     designs = design_classes(num_classes, seed=seed, task=task)
     root = Path(root)
     task_id = TASKS.index(task)
     with staged_folder(root) as staging:
         for folder in ("cars_train", "cars_test", "devkit"):
             (staging / folder).mkdir()
+        paints = {"usual_colour_share": usual_colour_share}
         train = _draw_split(
-            staging / "cars_train", designs, train_per_class, widths, [seed, task_id, 0]
+            staging / "cars_train", designs, train_per_class, widths, [seed, task_id, 0], **paints
         )
         test = _draw_split(
-            staging / "cars_test", designs, test_per_class, widths, [seed, task_id, 1]
+            staging / "cars_test", designs, test_per_class, widths, [seed, task_id, 1], **paints
         )
         devkit = staging / "devkit"
         names = build_cell_array([d.name for d in designs])
@@ -118,6 +129,7 @@ def prepare_synthetic(
     seed: int = 0,
     task: str = "target",
     widths: tuple[int, int] = DEFAULT_WIDTHS,
+    usual_colour_share: float = USUAL_COLOUR_SHARE,
     source_dir: str | Path | None = None,
     max_side: int = MAX_SIDE,
     val_fraction: float = VAL_FRACTION,
@@ -143,6 +155,7 @@ def prepare_synthetic(
         "train_per_class": train_per_class,
         "test_per_class": test_per_class,
         "widths": list(widths),
+        "usual_colour_share": usual_colour_share,
     }
     with contextlib.ExitStack() as stack:
         if source_dir is None:
@@ -159,6 +172,7 @@ def prepare_synthetic(
             seed=seed,
             task=task,
             widths=widths,
+            usual_colour_share=usual_colour_share,
         )
         return prepare_dataset(
             root,

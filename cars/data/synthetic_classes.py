@@ -94,6 +94,13 @@ class CarDesign:
     stripe_colour: tuple[int, int, int]
 
 
+def contrasting_stripe(stripe: tuple[int, int, int], paint: np.ndarray) -> tuple[int, int, int]:
+    """``stripe``, or white or black where it would not show on ``paint``."""
+    if np.abs(np.array(stripe) - paint).sum() >= 120:
+        return stripe
+    return (245, 245, 245) if paint.mean() < 128 else (20, 20, 20)
+
+
 @functools.cache
 def _grid() -> np.ndarray:
     sizes = [len(values) for values in ATTRIBUTES.values()]
@@ -136,9 +143,7 @@ def _design(cell: int, number: int, seed: int) -> CarDesign:
         front_wheel=base.front_wheel + rng.uniform(-0.03, 0.03),
     )
     colour = np.clip(np.array(COLOURS[values["colour"]]) + rng.integers(-18, 19, 3), 0, 255)
-    stripe = _STRIPE_COLOURS[int(rng.integers(len(_STRIPE_COLOURS)))]
-    if np.abs(np.array(stripe) - colour).sum() < 120:  # keep stripes visible on the body
-        stripe = (245, 245, 245) if colour.mean() < 128 else (20, 20, 20)
+    stripe = contrasting_stripe(_STRIPE_COLOURS[int(rng.integers(len(_STRIPE_COLOURS)))], colour)
     return CarDesign(
         name=f"Synthetic {_BODY_NAMES.get(values['body'], values['body'].title())} {number:04d}",
         shape=shape,

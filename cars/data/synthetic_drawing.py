@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cars.data.boxes import Box
-from cars.data.synthetic_classes import COLOURS, CarDesign
+from cars.data.synthetic_classes import COLOURS, CarDesign, contrasting_stripe
 
 SUPERSAMPLE = 3
 USUAL_COLOUR_SHARE = 2 / 3
@@ -39,11 +39,20 @@ def _edge_x(bottom: tuple[float, float], top: tuple[float, float], y: float) -> 
     return xb + (xt - xb) * (yb - y) / (yb - yt)
 
 
-def draw_car(design: CarDesign, rng: np.random.Generator, length: int) -> Image.Image:
+def draw_car(
+    design: CarDesign,
+    rng: np.random.Generator,
+    length: int,
+    *,
+    usual_colour_share: float = USUAL_COLOUR_SHARE,
+) -> Image.Image:
     """An RGBA image of one car of ``design``, facing right, cropped to the car.
 
     Args:
         length: the car's length in pixels (its height follows from the design).
+        usual_colour_share: the chance that the car wears its class's usual
+            colour; otherwise its paint is any of :data:`COLOURS`. At 0 the
+            paint says nothing about the class.
     """
     s = design.shape
     jitter = rng.uniform(0.96, 1.04, 4)
@@ -60,9 +69,12 @@ def draw_car(design: CarDesign, rng: np.random.Generator, length: int) -> Image.
     draw = ImageDraw.Draw(layer)
 
     # A model comes in many colours: its usual one is only the likeliest.
-    usual = rng.random() < USUAL_COLOUR_SHARE
+    usual = rng.random() < usual_colour_share
     paint = design.colour if usual else _PAINTS[int(rng.integers(len(_PAINTS)))]
     body = _shade(np.asarray(paint) + rng.normal(0, 8, 3), rng.uniform(0.9, 1.1))
+    stripe_colour = design.stripe_colour
+    if not usual:  # the class's stripes were chosen to show on its usual colour
+        stripe_colour = contrasting_stripe(stripe_colour, np.asarray(body))
     x0, ground = pad, height - pad
     sill, belt = ground - clearance, ground - clearance - bh
     roof = belt - ch
@@ -124,7 +136,7 @@ def draw_car(design: CarDesign, rng: np.random.Generator, length: int) -> Image.
     # Details.
     for k in range(design.stripes):
         y = belt + bh * (0.42 + 0.18 * k)
-        draw.rectangle([x(0.02), y, x(0.98), y + 0.08 * bh], fill=design.stripe_colour)
+        draw.rectangle([x(0.02), y, x(0.98), y + 0.08 * bh], fill=stripe_colour)
     if design.spoiler:
         if s.cabin_start > 0.15:  # a trunk: the wing sits on its lid
             wing_y, left_x = belt - 0.045 * big, x(0.01)
@@ -228,17 +240,19 @@ def draw_photo(
     height: int,
     *,
     flat_background: bool = False,
+    usual_colour_share: float = USUAL_COLOUR_SHARE,
 ) -> tuple[Image.Image, Box]:
     """A ``width`` x ``height`` RGB photo of one car of ``design`` and its bounding box.
 
     The box is 0-based with ``x2``/``y2`` exclusive. ``flat_background`` draws the
     same car at the same place on :data:`FLAT_BACKGROUND`, with no lighting
-    change, to check the box against the pixels.
+    change, to check the box against the pixels. ``usual_colour_share`` is
+    :func:`draw_car`'s.
     """
     s = design.shape
     car_height = s.clearance + s.body_height + s.cabin_height + 0.06  # in car lengths
     length = round(min(rng.uniform(0.55, 0.9) * width, 0.9 * height / car_height))
-    car = draw_car(design, rng, max(length, 16))
+    car = draw_car(design, rng, max(length, 16), usual_colour_share=usual_colour_share)
     if rng.random() < 0.5:
         car = car.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     cw, ch = car.size

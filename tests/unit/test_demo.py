@@ -34,6 +34,13 @@ def test_target_and_source_hold_out_their_own_fractions(tmp_path: Path) -> None:
     assert not set(target.class_names) & set(source.class_names)
 
 
+def test_both_sets_are_painted_as_the_spec_says(tmp_path: Path) -> None:
+    sets = prepare_demo_data(replace(SPEC, usual_colour_share=0.0), 0, root=tmp_path)
+    for folder in sets:
+        generator = read_dataset_info(folder).generator
+        assert generator is not None and generator["usual_colour_share"] == 0.0
+
+
 def test_source_holds_out_the_targets_fraction_by_default(tmp_path: Path) -> None:
     _, source = prepare_demo_data(replace(SPEC, source_val_fraction=None), 0, root=tmp_path)
     assert read_dataset_info(source).counts["val"] == 15
@@ -43,12 +50,14 @@ def test_demo_target_classes_are_new_combinations_of_the_source_parts() -> None:
     spec = PRESETS["demo"]["demo"]
     target = design_classes(spec.num_classes, seed=0, task="target")
     source = design_classes(spec.source_classes, seed=0, task="source")
-    parts = [*ATTRIBUTES.keys() - {"colour"}, "paint"]
+    assert spec.usual_colour_share == 0  # paint is no part of a class: the shapes tell
+    parts = sorted(ATTRIBUTES.keys() - {"colour"})
     seen = {part: {getattr(design, part) for design in source} for part in parts}
-    for design in target:
+    for i, design in enumerate(target):
         shared = [part for part in parts if getattr(design, part) in seen[part]]
         assert len(shared) >= len(parts) - 1, (design.name, shared)
-        assert all(any(getattr(design, p) != getattr(other, p) for p in parts) for other in source)
+        for other in [*source, *target[:i]]:
+            assert sum(getattr(design, p) != getattr(other, p) for p in parts) >= 2, other.name
 
 
 def test_the_source_run_follows_the_demo_spec_on_the_whole_cluster() -> None:
@@ -72,6 +81,7 @@ def test_the_source_run_follows_the_demo_spec_on_the_whole_cluster() -> None:
         ("pretrain_augment", "heavy", "pretrain_augment='heavy' is not valid"),
         ("pretrain_batch_size", 0, "pretrain_batch_size=0 is not valid"),
         ("pretrain_warmup_epochs", -1.0, "pretrain_warmup_epochs=-1.0 is not valid"),
+        ("usual_colour_share", 1.2, "usual_colour_share=1.2 is not valid"),
     ],
 )
 def test_a_bad_pretraining_setting_is_named(field: str, value: object, message: str) -> None:

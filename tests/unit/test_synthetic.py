@@ -11,7 +11,8 @@ import scipy.io
 from PIL import Image
 
 from cars.data import DataError, design_classes, read_annotations, write_synthetic_cars
-from cars.data.synthetic_drawing import FLAT_BACKGROUND, draw_photo
+from cars.data.synthetic_classes import COLOURS, contrasting_stripe
+from cars.data.synthetic_drawing import FLAT_BACKGROUND, draw_car, draw_photo
 
 
 def _attributes(design) -> tuple:
@@ -144,6 +145,35 @@ def test_classes_are_distinguishable_but_not_trivially() -> None:
     assert 2.5 * chance < accuracy < 0.95
 
 
+def _body_colour(car: Image.Image) -> np.ndarray:
+    """The commonest opaque colour of a drawn car: its body's paint."""
+    pixels = np.asarray(car)
+    opaque = pixels[pixels[..., 3] == 255][:, :3]
+    colours, counts = np.unique(opaque, axis=0, return_counts=True)
+    return colours[counts.argmax()].astype(int)
+
+
+def _nearest_paint(colour: np.ndarray) -> str:
+    return min(COLOURS, key=lambda name: np.abs(np.subtract(COLOURS[name], colour)).sum())
+
+
+def test_usual_colour_share_sets_how_much_the_paint_tells_of_the_class() -> None:
+    design = design_classes(1, seed=0)[0]
+    usual = [
+        _body_colour(draw_car(design, np.random.default_rng(i), 90, usual_colour_share=1.0))
+        for i in range(20)
+    ]
+    assert all(np.abs(c - design.colour).max() <= 45 for c in usual), usual
+    any_paint = [
+        _body_colour(draw_car(design, np.random.default_rng(i), 90, usual_colour_share=0.0))
+        for i in range(20)
+    ]
+    assert len({_nearest_paint(c) for c in any_paint}) >= 4
+    # Stripes are redrawn where they would vanish on an unusual paint.
+    assert contrasting_stripe((245, 245, 245), np.array(COLOURS["white"])) == (20, 20, 20)
+    assert contrasting_stripe((245, 245, 245), np.array(COLOURS["black"])) == (245, 245, 245)
+
+
 def test_photo_sizes_follow_the_widths_option(tmp_path: Path) -> None:
     root = write_synthetic_cars(
         tmp_path / "cars", num_classes=1, train_per_class=3, test_per_class=0, widths=(300, 320)
@@ -160,6 +190,14 @@ def test_bad_arguments_and_a_non_empty_folder_are_refused(tmp_path: Path) -> Non
         design_classes(2, task="other")
     with pytest.raises(DataError, match="train_per_class=0"):
         write_synthetic_cars(tmp_path / "a", num_classes=2, train_per_class=0, test_per_class=1)
+    with pytest.raises(DataError, match=r"usual_colour_share=1\.5"):
+        write_synthetic_cars(
+            tmp_path / "a",
+            num_classes=2,
+            train_per_class=1,
+            test_per_class=1,
+            usual_colour_share=1.5,
+        )
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
     with pytest.raises(DataError, match="already exists"):
