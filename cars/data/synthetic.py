@@ -96,12 +96,21 @@ def write_synthetic_cars(
     with staged_folder(root) as staging:
         for folder in ("cars_train", "cars_test", "devkit"):
             (staging / folder).mkdir()
-        paints = {"usual_colour_share": usual_colour_share}
         train = _draw_split(
-            staging / "cars_train", designs, train_per_class, widths, [seed, task_id, 0], **paints
+            staging / "cars_train",
+            designs,
+            train_per_class,
+            widths,
+            [seed, task_id, 0],
+            usual_colour_share=usual_colour_share,
         )
         test = _draw_split(
-            staging / "cars_test", designs, test_per_class, widths, [seed, task_id, 1], **paints
+            staging / "cars_test",
+            designs,
+            test_per_class,
+            widths,
+            [seed, task_id, 1],
+            usual_colour_share=usual_colour_share,
         )
         devkit = staging / "devkit"
         names = build_cell_array([d.name for d in designs])
