@@ -94,8 +94,8 @@ def _trial_statuses(sweep: str) -> dict[str, str]:
         return {}
     try:
         trials = json.loads(read_text(join_path(sweep, states[-1])))["trial_data"]
-    except (json.JSONDecodeError, KeyError, OSError):
-        return {}  # caught mid-write
+    except (ValueError, KeyError, OSError):
+        return {}  # caught mid-write, or mixing two versions as _train_snapshot says
     return {t["trial_id"]: t["status"] for t in (json.loads(data) for data, _ in trials)}
 
 
@@ -103,7 +103,10 @@ def _train_snapshot(run: str) -> dict:
     """Ray Train's checkpoint manager snapshot of a Train run on S3 (empty before any report)."""
     try:
         return json.loads(read_text(join_path(run, TRAIN_SNAPSHOT_FILE)))
-    except (FileNotFoundError, OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
+        # Not there yet, or read as Ray Train replaced it: pyarrow sizes a read
+        # with a HEAD before it GETs the bytes, so a read racing a rewrite can
+        # end up with parts of two versions.
         return {}
 
 
