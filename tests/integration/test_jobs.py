@@ -3,46 +3,24 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from job_runner import job_env, run_job
-
-from cars.paths import PROJECT_ROOT
+from job_runner import job_env, run_job, start_ray_head, stop_ray
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def ray_head() -> Iterator[str]:
-    """A real head started with `ray start --head` from the project root; its jobs API address."""
-    dashboard = _free_port()
-    env = job_env()
-    start = subprocess.run(
-        [
-            "ray", "start", "--head", "--num-cpus=2", f"--port={_free_port()}",
-            "--include-dashboard=true", f"--dashboard-port={dashboard}",
-            "--disable-usage-stats",
-        ],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
-    assert start.returncode == 0, start.stdout + start.stderr
+    """A real head started with `ray start --head`; its jobs API address."""
     try:
-        yield f"http://127.0.0.1:{dashboard}"
+        yield start_ray_head()
     finally:
-        subprocess.run(
-            ["ray", "stop", "--force"], env=env, capture_output=True, timeout=120, check=False
-        )
+        stop_ray()
 
 
 def test_smoke_demo_and_its_prediction_submitted_with_the_ray_jobs_cli(

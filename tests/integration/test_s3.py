@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -24,13 +23,12 @@ import pandas as pd
 import pyarrow.fs
 import pytest
 import timm
-from job_runner import job_command, job_env, run_job
+from job_runner import job_command, job_env, run_job, start_ray_head, stop_ray
 
 from cars.checkpoint import save_checkpoint
 from cars.config import TrainConfig
 from cars.history import read_history
 from cars.optim import create_optimizer
-from cars.paths import PROJECT_ROOT
 from cars.storage import join_path, read_text
 from cars.train import TRAIN_SNAPSHOT_FILE
 
@@ -41,36 +39,11 @@ WAIT_S = 400
 SOURCE_CLASSES = [f"source-{i}" for i in range(4)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_cluster() -> None:
-    """A fresh head with ``ray start``; the jobs join it with a plain ``ray.init()``."""
-    started = subprocess.run(
-        [
-            "ray", "start", "--head", "--num-cpus=2", f"--port={_free_port()}",
-            "--include-dashboard=true", f"--dashboard-port={_free_port()}",
-            "--disable-usage-stats",
-        ],
-        cwd=PROJECT_ROOT, env=job_env(), capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
-    assert started.returncode == 0, started.stdout + started.stderr
-
-
-def _stop_cluster() -> None:
-    subprocess.run(
-        ["ray", "stop", "--force"], env=job_env(), capture_output=True, timeout=120, check=False
-    )
-
-
 @pytest.fixture
-def cluster() -> Iterator[Callable[[], None]]:
+def cluster() -> Iterator[Callable[[], str]]:
     """Starts a head; every cluster the test started is stopped at its end."""
-    yield _start_cluster
-    _stop_cluster()
+    yield start_ray_head
+    stop_ray()
 
 
 def _files(uri: str, recursive: bool = True) -> dict[str, int]:
@@ -180,7 +153,7 @@ def _upload_source_weights(uri: str, tmp_path: Path) -> None:
 
 
 def test_sweep_on_s3_survives_a_killed_driver_and_a_lost_cluster(
-    s3_bucket: str, tmp_path: Path, cluster: Callable[[], None]
+    s3_bucket: str, tmp_path: Path, cluster: Callable[[], str]
 ) -> None:
     data = join_path(s3_bucket, "data", "synthetic")
     storage = join_path(s3_bucket, "runs")
@@ -253,7 +226,7 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_lost_cluster(
             other_trial_recorded(killed_at + 1), second, logs[1], "the resumed trial's next epoch"
         )
     finally:
-        _stop_cluster()
+        stop_ray()
         _kill(second)
     timings["second run"] = time.monotonic() - started
     second_log = logs[1].read_text()
@@ -275,7 +248,7 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_lost_cluster(
         if third.poll() is None:
             _kill(third)
     timings["third run"] = time.monotonic() - started
-    _stop_cluster()
+    stop_ray()
 
     # The finished trial was not run again: its Train run's files are untouched.
     assert _files(finished_run) == finished_files
