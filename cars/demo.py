@@ -49,6 +49,7 @@ import ray
 
 from cars.config import ConfigError, TrainConfig
 from cars.data import prepare_synthetic
+from cars.data.synthetic_drawing import USUAL_COLOUR_SHARE
 from cars.paths import PROJECT_ROOT
 from cars.resources import plan_trial_resources
 from cars.storage import join_path
@@ -85,9 +86,9 @@ def prepare_demo_data(spec: DemoSpec, seed: int, root: Path = DEMO_DATA_DIR) -> 
     source_val_fraction = spec.val_fraction
     if spec.source_val_fraction is not None:
         source_val_fraction = spec.source_val_fraction
-    paints: dict[str, float] = {}
+    usual_colour_share = USUAL_COLOUR_SHARE
     if spec.usual_colour_share is not None:
-        paints["usual_colour_share"] = spec.usual_colour_share
+        usual_colour_share = spec.usual_colour_share
     sets = {}
     # The source model is never tested (its validation picks its checkpoint): no test images.
     for task, classes, per_class, test_per_class, val_fraction in (
@@ -104,7 +105,7 @@ def prepare_demo_data(spec: DemoSpec, seed: int, root: Path = DEMO_DATA_DIR) -> 
                 seed=seed,
                 task=task,
                 val_fraction=val_fraction,
-                **paints,
+                usual_colour_share=usual_colour_share,
             )
         sets[task] = str(out)
     return sets["target"], sets["source"]
