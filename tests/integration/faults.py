@@ -21,6 +21,8 @@ from typing import Any
 
 import ray.cloudpickle
 
+from cars.train import read_train_result
+
 
 @dataclass(frozen=True)
 class WatchedWorker:
@@ -31,11 +33,16 @@ class WatchedWorker:
         crash_in_epoch: the epoch (1-based) of the first worker group in whose
             middle the last rank dies; ``None`` for no crash.
         marker: the file that records the crash, so that it happens once.
+        run_dir: the Train run's folder. When given, the crash waits until Ray
+            Train has recorded the checkpoint of the epoch before it: a worker
+            that dies before the controller has collected its last report
+            rightly runs that epoch again.
     """
 
     log: str
     crash_in_epoch: int | None = None
     marker: str | None = None
+    run_dir: str | None = None
 
     def __call__(self, loop_config: dict[str, Any]) -> None:
         import ray.train
@@ -58,7 +65,7 @@ class WatchedWorker:
             nonlocal epochs_started
             epochs_started += 1
             if self._crashes_now(epochs_started, rank, world_size):
-                loader = self._die_after_one_batch(loader)
+                loader = self._die_after_one_batch(loader, epochs_started - 1)
             return train_one_epoch(model, loader, *args, **kwargs)
 
         ray.train.report = logged_report
@@ -70,12 +77,31 @@ class WatchedWorker:
             return False
         return epochs_started == self.crash_in_epoch and not Path(self.marker).exists()
 
-    def _die_after_one_batch(self, loader: Any) -> Iterator[Any]:
+    def _die_after_one_batch(self, loader: Any, recorded_epoch: int) -> Iterator[Any]:
         for i, batch in enumerate(loader):
             if i == 1:
+                self._wait_until_recorded(recorded_epoch)
                 Path(self.marker or "").write_text(f"{time.time()}\n")
                 os._exit(1)
             yield batch
+
+    def _wait_until_recorded(self, epoch: int, timeout_s: float = 120) -> None:
+        if self.run_dir is None or epoch < 1:
+            return
+        deadline = time.monotonic() + timeout_s
+        while recorded_epoch(Path(self.run_dir)) < epoch:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Ray Train never recorded epoch {epoch} in {self.run_dir}")
+            time.sleep(0.1)
+
+
+def recorded_epoch(run: Path) -> int:
+    """The epoch of the last checkpoint Ray Train recorded for a run; 0 if none yet."""
+    try:
+        result = read_train_result(str(run))
+    except Exception:  # its snapshot caught mid-write
+        return 0
+    return 0 if result is None else int(result.metrics.get("epoch", 0))
 
 
 def read_epoch_log(path: Path) -> list[dict[str, int]]:

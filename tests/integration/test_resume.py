@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from faults import recorded_epoch
 from job_runner import job_command, job_env, run_job
 
 from cars.report.results import read_sweep_results
@@ -39,15 +40,6 @@ def _trial_statuses(sweep_dir: Path) -> dict[str, str]:
     except (json.JSONDecodeError, KeyError):
         return {}  # caught mid-write
     return {t["trial_id"]: t["status"] for t in (json.loads(data) for data, _ in trials)}
-
-
-def _last_recorded_epoch(run: Path) -> int:
-    """The epoch of the last checkpoint Ray Train recorded for a run; 0 if none yet."""
-    try:
-        result = read_train_result(str(run))
-    except Exception:  # its snapshot caught mid-write
-        return 0
-    return 0 if result is None else int(result.metrics.get("epoch", 0))
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -173,7 +165,7 @@ def test_a_sweep_killed_before_tune_recorded_a_finished_trial_resumes(
         def a_train_run_ended() -> bool:
             # Ray Train has recorded the last epoch's checkpoint; Tune learns of
             # the trial's end only after the run's controller has shut down.
-            return any(_last_recorded_epoch(run) == 2 for run in sweep_dir.glob("train-*"))
+            return any(recorded_epoch(run) == 2 for run in sweep_dir.glob("train-*"))
 
         _wait_for(a_train_run_ended, 300, "the first trial's last epoch")
     finally:
@@ -181,7 +173,7 @@ def test_a_sweep_killed_before_tune_recorded_a_finished_trial_resumes(
         driver.wait()
         log.close()
 
-    finished_run = next(r for r in sweep_dir.glob("train-*") if _last_recorded_epoch(r) == 2)
+    finished_run = next(r for r in sweep_dir.glob("train-*") if recorded_epoch(r) == 2)
     finished_id = finished_run.name.split("-", 1)[1]
     finished = next(sweep_dir.glob(f"f*_{finished_id}"))
     assert _trial_statuses(sweep_dir)[finished_id] != "TERMINATED", "Tune recorded the trial"

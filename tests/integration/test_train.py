@@ -67,7 +67,9 @@ def test_a_crashed_worker_is_restarted_and_resumes_its_schedule(
         config,
         storage_path=str(tmp_path),
         name="crash-once",
-        train_fn=WatchedWorker(str(log), crash_in_epoch=2, marker=str(marker)),
+        train_fn=WatchedWorker(
+            str(log), crash_in_epoch=2, marker=str(marker), run_dir=str(tmp_path / "crash-once")
+        ),
     )
 
     assert marker.exists(), "the worker never crashed"
