@@ -1,4 +1,4 @@
-"""Training images per second of ``cars.engine.train_one_epoch`` against a bare PyTorch loop.
+"""Training images per second of ``cars.learn.engine.train_one_epoch`` against a bare PyTorch loop.
 
 Both run the same model, optimizer, batches and input size; the ratio is the
 overhead of the engine (metrics, scheduler, device moves). Run:
@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from cars.config import TrainConfig
-from cars.engine import train_one_epoch
-from cars.model import build_model, count_parameters
-from cars.optim import create_loss, create_optimizer, create_scheduler
+from cars.learn.engine import train_one_epoch
+from cars.learn.model import build_model, count_parameters
+from cars.learn.optim import create_loss, create_optimizer, create_scheduler
 
 NUM_CLASSES = 196
 
@@ -79,7 +79,7 @@ def run_engine(
 def main(argv: list[str] | None = None) -> None:
     """Warm up, time both loops on the same model, print both and their ratio."""
     args = parse_args(argv)
-    logging.getLogger("cars.model").setLevel(logging.ERROR)  # random weights suit a timing
+    logging.getLogger("cars.learn.model").setLevel(logging.ERROR)  # random weights suit a timing
     config = TrainConfig(
         data="synthetic",
         regime=args.regime,

@@ -2,11 +2,11 @@
 
 Each case is a whole frozen trial as a one-worker run does it, without Ray:
 build the model, the datasets and the loaders, then ``--epochs`` epochs of
-``cars.engine.train_one_epoch`` and ``cars.engine.evaluate``.
+``cars.learn.engine.train_one_epoch`` and ``cars.learn.engine.evaluate``.
 
 - ``images``: the backbone runs on every image of every epoch (``--no-feature-cache``).
 - ``features, computed``: the first trial of a sweep: it computes the train and
-  val features (``cars.features``), stores them, and trains the head on them.
+  val features (``cars.learn.features``), stores them, and trains the head on them.
 - ``features, read``: every later trial with the same key: it reads them.
 
 Both feature cases must reach the validation accuracy of ``images`` (same seed).
@@ -33,12 +33,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from cars.config import TrainConfig
 from cars.data import CarsDataset, create_transform_for, prepare_synthetic, read_dataset_info
-from cars.engine import evaluate, train_one_epoch
-from cars.features import feature_head, load_or_compute_features
-from cars.model import build_model
-from cars.optim import create_loss
+from cars.learn.engine import evaluate, train_one_epoch
+from cars.learn.features import feature_head, load_or_compute_features
+from cars.learn.model import build_model
+from cars.learn.optim import create_loss
+from cars.learn.training_state import create_training_state
 from cars.paths import PROJECT_ROOT
-from cars.training_state import create_training_state
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def create_datasets(config: TrainConfig) -> tuple[CarsDataset, CarsDataset]:
     """The training and validation sets of a frozen run without augmentation.
 
-    As ``cars.train_loop.create_datasets`` builds them, without importing Ray.
+    As ``cars.cluster.worker.create_datasets`` builds them, without importing Ray.
     """
     return tuple(
         CarsDataset(
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    logging.getLogger("cars.model").setLevel(logging.ERROR)  # random weights suit a timing
+    logging.getLogger("cars.learn.model").setLevel(logging.ERROR)  # random weights suit a timing
     data = args.data or synthetic_data(args.classes, args.train_per_class)
     info = read_dataset_info(data)
     config = TrainConfig(

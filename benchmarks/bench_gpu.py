@@ -2,7 +2,7 @@
 
 Synthetic tensors at 299 px, bf16 autocast and channels_last, through
 ``build_model`` / ``create_optimizer`` / ``train_one_epoch``; optionally
-``torch.compile``. Then the frozen regime on cached features (``cars.features``):
+``torch.compile``. Then the frozen regime on cached features (``cars.learn.features``):
 the images/s of computing the pooled features once, and of training the head on
 them every epoch. Run on a GPU machine: ``python benchmarks/bench_gpu.py
 [--batch-size 64] [--compile]``; a flow check on a CPU: ``python
@@ -31,10 +31,10 @@ from cars.config import TrainConfig
 from cars.data import create_transform_for, write_synthetic_cars
 from cars.data.decoding import decode_input
 from cars.data.normalize import create_input_normalizer
-from cars.engine import train_one_epoch
-from cars.features import feature_head
-from cars.model import build_model, count_parameters
-from cars.optim import create_loss, create_optimizer, create_scheduler
+from cars.learn.engine import train_one_epoch
+from cars.learn.features import feature_head
+from cars.learn.model import build_model, count_parameters
+from cars.learn.optim import create_loss, create_optimizer, create_scheduler
 
 NUM_CLASSES = 196
 REGIMES = (("scratch", None), ("frozen", None), ("finetune", 1))
@@ -122,7 +122,7 @@ def measure_regime(
 def measure_cached_frozen(args: argparse.Namespace, device: torch.device) -> None:
     """The frozen regime on cached features: computing them once, then the head's epochs.
 
-    Computing is the backbone's forward pass in eval mode (as ``cars.features``
+    Computing is the backbone's forward pass in eval mode (as ``cars.learn.features``
     runs it), on the same synthetic batches as the regimes; the head then
     trains on pooled features already on the device, as a cached trial does.
     """
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         name = torch.cuda.get_device_name(device)
     else:
         name = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} thr)"
-    logging.getLogger("cars.model").setLevel(logging.ERROR)  # random weights suit a timing
+    logging.getLogger("cars.learn.model").setLevel(logging.ERROR)  # random weights suit a timing
     print(f"device      : {name}")
     print(f"torch       : {torch.__version__} (timm {timm.__version__})")
     print(

@@ -1,8 +1,8 @@
 """Seconds that precise BatchNorm statistics add to an epoch, on the demo and at 299 px.
 
 Each case times the loop's own steps on the demo's target set (generated, or
-reused from ``data/demo``): ``cars.engine.train_one_epoch`` over training
-batches, then ``cars.engine.update_batchnorm_statistics`` over the batches the
+reused from ``data/demo``): ``cars.learn.engine.train_one_epoch`` over training
+batches, then ``cars.learn.engine.update_batchnorm_statistics`` over the batches the
 run's ``precise_bn_samples`` asks for, both on the real training loader.
 
 - ``demo``: the demo preset (64 px, its batch); a whole epoch and the whole recompute.
@@ -25,14 +25,14 @@ from dataclasses import dataclass, replace
 import torch
 from torch.utils.data import DataLoader
 
+from cars.cluster.worker import create_datasets
 from cars.config import PRECISE_BN_SAMPLES, TrainConfig
 from cars.data import create_input_normalizer, create_random_erasing, read_dataset_info
 from cars.demo import prepare_demo_data
-from cars.engine import train_one_epoch, update_batchnorm_statistics
-from cars.model import build_model
-from cars.optim import create_loss, create_optimizer, create_scheduler
+from cars.learn.engine import train_one_epoch, update_batchnorm_statistics
+from cars.learn.model import build_model
+from cars.learn.optim import create_loss, create_optimizer, create_scheduler
 from cars.sweep_config import PRESETS
-from cars.train_loop import create_datasets
 
 STANFORD_TRAIN_IMAGES = 7329  # 8,144 official training images less the 10 % held out
 
@@ -147,7 +147,7 @@ def time_case(case: str, config: TrainConfig, *, batches: int | None, repeats: i
 def main(argv: list[str] | None = None) -> None:
     """Time each case and regime; print the recompute beside the epoch."""
     args = parse_args(argv)
-    logging.getLogger("cars.model").setLevel(logging.ERROR)  # random weights suit a timing
+    logging.getLogger("cars.learn.model").setLevel(logging.ERROR)  # random weights suit a timing
     torch.set_num_threads(args.threads)
     demo = PRESETS["demo"]
     data, _ = prepare_demo_data(demo["demo"], seed=0)

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import torch
 
-from cars.checkpoint import save_best_weights
-from cars.classifier import load_classifier
+from cars.cluster.runtime import init_ray
 from cars.data import write_synthetic_cars
 from cars.data.decoding import decode_input
-from cars.model import build_model
+from cars.learn.checkpoint import save_best_weights
+from cars.learn.classifier import load_classifier
+from cars.learn.model import build_model
 from cars.paths import resolve_path
 from cars.prediction.config import PredictConfig
 from cars.prediction.inputs import IMAGE_EXTENSIONS
 from cars.prediction.job import run_prediction
-from cars.runtime import init_ray
 
 
 def plain_loop_rate(model: str, files: list[Path], batch_size: int, device: str) -> float:

@@ -2,8 +2,8 @@
 
 Both train the same model on the same prepared set, batch, input size and
 number of CPU threads for the same epochs. The engine alone is
-``cars.engine.train_one_epoch`` and ``evaluate`` on a plain DataLoader; the Ray
-run is ``cars.train.run_training`` with one worker, which adds DDP wrapping,
+``cars.learn.engine.train_one_epoch`` and ``evaluate`` on a plain DataLoader; the Ray
+run is ``cars.cluster.train.run_training`` with one worker, which adds DDP wrapping,
 per-epoch reports and checkpoints, and the start and end of a worker group.
 
     python benchmarks/bench_train.py                       # a synthetic 8-class set
@@ -25,6 +25,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from cars.cluster.runtime import init_ray
+from cars.cluster.train import run_training
+from cars.cluster.worker import create_datasets
 from cars.config import TrainConfig
 from cars.data import (
     create_input_normalizer,
@@ -32,13 +35,10 @@ from cars.data import (
     prepare_synthetic,
     read_dataset_info,
 )
-from cars.engine import evaluate, train_one_epoch
-from cars.model import build_model
-from cars.optim import create_loss, create_optimizer, create_scheduler
+from cars.learn.engine import evaluate, train_one_epoch
+from cars.learn.model import build_model
+from cars.learn.optim import create_loss, create_optimizer, create_scheduler
 from cars.paths import resolve_path
-from cars.runtime import init_ray
-from cars.train import run_training
-from cars.train_loop import create_datasets
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -113,7 +113,7 @@ def _steady(rates: list[float]) -> float:
 def main(argv: list[str] | None = None) -> None:
     """Time both sides on the same set and configuration; print both and their ratios."""
     args = parse_args(argv)
-    logging.getLogger("cars.model").setLevel(logging.ERROR)  # random weights suit a timing
+    logging.getLogger("cars.learn.model").setLevel(logging.ERROR)  # random weights suit a timing
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
         data = resolve_path(args.data) if args.data else str(Path(scratch) / "set")

@@ -6,7 +6,7 @@ once per path, in the same process:
 - ``workers``: the trial drives a Ray Train worker group (a controller actor, a
   placement group and a worker process), as every trial did before local mode;
 - ``local``: the trial trains in its own process (Ray Train's local mode, made
-  persistent by :mod:`cars.local_train`); what one-worker sweeps now run.
+  persistent by :mod:`cars.cluster.local_train`); what one-worker sweeps now run.
 
 Each trial's wall time is split on one clock (the worker's ``epoch_started_at``
 and ``eval_seconds`` metrics, the modification time of the snapshot Ray Train
@@ -43,11 +43,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cars.cluster.runtime import init_ray
+from cars.cluster.sweep import create_tuner, plan_resources, train_run_name
+from cars.cluster.train import TRAIN_SNAPSHOT_FILE
 from cars.data import prepare_synthetic, read_dataset_info
-from cars.runtime import init_ray
-from cars.sweep import create_tuner, plan_resources, train_run_name
 from cars.sweep_config import SweepConfig, create_sweep_config
-from cars.train import TRAIN_SNAPSHOT_FILE
 
 PATHS = ("workers", "local")
 PHASES = ("start-up", "training", "evaluation", "checkpointing", "tear-down")
@@ -58,14 +58,14 @@ import json, sys, time
 marks = [time.perf_counter()]
 import torch
 marks.append(time.perf_counter())
-import cars.train_loop
+import cars.cluster.worker
 marks.append(time.perf_counter())
 from cars.config import TrainConfig
 from cars.data import read_dataset_info
-from cars.model import build_model
+from cars.learn.model import build_model
 config = TrainConfig.from_dict(json.loads(sys.argv[1]))
 info = read_dataset_info(config.data)
-train_set, val_set = cars.train_loop.create_datasets(config)
+train_set, val_set = cars.cluster.worker.create_datasets(config)
 train_set[0], val_set[0]
 marks.append(time.perf_counter())
 build_model(config.regime, info.num_classes, config.trainable_blocks, config.weights)
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the trial on each path, print the split and the ratio local / workers."""
     args = parse_args(argv)
     paths = PATHS if args.path == "both" else (args.path,)
-    logging.getLogger("cars.model").setLevel(logging.ERROR)
+    logging.getLogger("cars.learn.model").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="bench-trial-overhead-") as scratch:
         data = str(Path(scratch) / "set")
         prepare_synthetic(data, num_classes=4, train_per_class=10, test_per_class=4, progress=False)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from cars.checkpoint import WeightsError
+from cars.cluster.resources import ResourceError
 from cars.config import (
     AUGMENTS,
     OPTIMIZERS,
@@ -27,9 +27,9 @@ from cars.config import (
     field_defaults,
 )
 from cars.data import SPLITS, DataError
+from cars.learn.checkpoint import WeightsError
 from cars.paths import FEATURES_DIR, REPORTS_DIR, RUNS_DIR, resolve_path
 from cars.prediction.config import PredictConfig
-from cars.resources import ResourceError
 from cars.storage import join_path
 from cars.sweep_config import PRESETS, SweepConfig, create_sweep_config
 

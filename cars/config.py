@@ -118,7 +118,7 @@ class TrainConfig:
     images (at most one epoch's; 0 keeps the running averages of training).
     With ``feature_cache``, a run whose backbone is entirely frozen and whose
     inputs never change (augment ``none``, no mixup) trains its head on pooled
-    features computed once (:mod:`cars.features`), kept in ``feature_store``
+    features computed once (:mod:`cars.learn.features`), kept in ``feature_store``
     (a folder or URI shared by the runs that may reuse them; unset: in memory).
     """
 

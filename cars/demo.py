@@ -47,14 +47,14 @@ from pathlib import Path
 
 import ray
 
+from cars.cluster.resources import plan_trial_resources
+from cars.cluster.train import best_checkpoint, checkpoint_location, read_train_result, run_training
 from cars.config import ConfigError, TrainConfig
 from cars.data import prepare_synthetic
 from cars.data.synthetic_drawing import USUAL_COLOUR_SHARE
 from cars.paths import PROJECT_ROOT
-from cars.resources import plan_trial_resources
 from cars.storage import join_path
 from cars.sweep_config import DEMO_SOURCE_WEIGHTS, DemoSpec, SweepConfig
-from cars.train import best_checkpoint, checkpoint_location, read_train_result, run_training
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RUNS_DIR = PROJECT_ROOT / "runs"
 REPORTS_DIR = PROJECT_ROOT / "reports"
-# The backbone feature caches of frozen runs (cars.features): in a sweep's folder,
+# The backbone feature caches of frozen runs (cars.learn.features): in a sweep's folder,
 # or in the storage of single training runs.
 FEATURES_DIR = "features"
 

@@ -10,25 +10,25 @@ import pandas as pd
 import ray.train
 
 from cars.cli import ReportError, SweepJob, TrainJob
-from cars.config import METRIC
-from cars.confirm import run_confirm
-from cars.data import read_dataset_info
-from cars.demo import prepare_demo
-from cars.model import check_weights
-from cars.paths import is_uri
-from cars.report import write_report
-from cars.report.results import SWEPT, read_sweep_results, select_regime_bests
-from cars.runtime import init_ray
-from cars.storage import exists, join_path
-from cars.sweep import (
+from cars.cluster.confirm import run_confirm
+from cars.cluster.runtime import init_ray
+from cars.cluster.sweep import (
     SWEEP_CONFIG_FILE,
     SweepOutcome,
     resume_sweep,
     run_sweep,
     tensorboard_command,
 )
+from cars.cluster.train import run_training
+from cars.config import METRIC
+from cars.data import read_dataset_info
+from cars.demo import prepare_demo
+from cars.learn.model import check_weights
+from cars.paths import is_uri
+from cars.report import write_report
+from cars.report.results import SWEPT, read_sweep_results, select_regime_bests
+from cars.storage import exists, join_path
 from cars.sweep_config import DEMO_SOURCE_WEIGHTS
-from cars.train import run_training
 
 logger = logging.getLogger(__name__)
 

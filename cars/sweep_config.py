@@ -87,7 +87,7 @@ class SweepConfig:
     ``confirm`` fresh seeds retrain each regime's best configuration after the
     sweep (0: no confirmation stage). With ``feature_cache``, frozen trials
     without augmentation train their head on backbone features computed once
-    per sweep (:mod:`cars.features`).
+    per sweep (:mod:`cars.learn.features`).
     """
 
     name: str

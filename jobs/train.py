@@ -9,9 +9,9 @@ import sys
 from collections.abc import Sequence
 
 from cars.cli import exit_on_user_error, parse_train_args
+from cars.cluster.train import best_checkpoint, checkpoint_location
 from cars.config import METRIC, TIE_BREAK
 from cars.study import run_train_job
-from cars.train import best_checkpoint, checkpoint_location
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,7 +46,7 @@ def plot_gradcam_grid(  # noqa: PLR0917 - positional order is the report's contr
         cams: N x H x W in [0, 1]; boxes: N x (x1, y1, x2, y2) in those pixels.
         confidences: the probability of each predicted class.
         measures: optional per-image ``energy_inside`` / ``pointing_hit`` (and
-            ``box_area_share``) rows, as ``cars.gradcam.measure_cams`` returns.
+            ``box_area_share``) rows, as ``cars.learn.gradcam.measure_cams`` returns.
         columns: image pairs per row.
     """
     images = check_images(images)

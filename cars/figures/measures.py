@@ -15,7 +15,7 @@ from cars.config import REGIMES
 from cars.figures.style import add_title, regime_color, save_figure, shorten_name
 from cars.stats import mean_interval, proportion_interval
 
-# cars.gradcam.POINTING_TOLERANCE, repeated so that drawing needs no torch import.
+# cars.learn.gradcam.POINTING_TOLERANCE, repeated so that drawing needs no torch import.
 POINTING_TOLERANCE = 15
 REQUIRED_COLUMNS = ("model", "regime", "energy_inside", "box_area_share", "pointing_hit")
 
@@ -112,7 +112,7 @@ def plot_cam_measures(
             ``energy_inside`` (NaN for an all-zero CAM: left out of the mean and
             counted), ``box_area_share`` and ``pointing_hit``; optional
             ``center_hit`` (the centre-point baseline), as
-            ``cars.gradcam.measure_cams`` returns them plus the two ids.
+            ``cars.learn.gradcam.measure_cams`` returns them plus the two ids.
         tolerance: the pointing game's tolerance the hits were scored with (pixels).
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in measures.columns]

@@ -145,7 +145,7 @@ def check_measures(measures: pd.DataFrame | None, count: int) -> pd.DataFrame | 
     if len(measures) != count or not {"energy_inside", "pointing_hit"} <= set(measures.columns):
         raise ValueError(
             f"measures must have {count} rows (one per image) with energy_inside and "
-            f"pointing_hit, as cars.gradcam.measure_cams returns; got {len(measures)} rows, "
+            f"pointing_hit, as cars.learn.gradcam.measure_cams returns; got {len(measures)} rows, "
             f"columns {list(measures.columns)}"
         )
     return measures.reset_index(drop=True)

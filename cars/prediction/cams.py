@@ -10,14 +10,14 @@ import pandas as pd
 import ray.data
 import torch
 
-from cars.classifier import Classifier
 from cars.data.boxes import has_area
 from cars.data.decoding import decode_input
 from cars.data.readers import BBOX_FIELDS
 from cars.data.transforms import EvalTransform, map_box_to_eval_input
 from cars.figures import plot_gradcam_grid
 from cars.figures.panels import UNKNOWN_CLASS
-from cars.gradcam import compute_cams
+from cars.learn.classifier import Classifier
+from cars.learn.gradcam import compute_cams
 from cars.prediction.stages import read_image_size, usable_box
 
 GRADCAM_FILE = "gradcam.png"

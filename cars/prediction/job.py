@@ -20,16 +20,16 @@ from dataclasses import asdict, dataclass
 import ray
 import ray.data
 
-from cars.checkpoint import WeightsError
-from cars.classifier import Classifier, load_classifier
+from cars.cluster.resources import ResourceError
+from cars.cluster.runtime import init_ray
 from cars.data.staging import staged_folder
+from cars.learn.checkpoint import WeightsError
+from cars.learn.classifier import Classifier, load_classifier
 from cars.paths import is_uri, resolve_path
 from cars.prediction.cams import supports_gradcam, write_prediction_cams
 from cars.prediction.config import PredictConfig
 from cars.prediction.inputs import ImageSource, read_image_source, resolve_image_source
 from cars.prediction.stages import BatchClassifier, classifier_input, decode_batch
-from cars.resources import ResourceError
-from cars.runtime import init_ray
 from cars.storage import atomic_path, join_path, write_text
 
 logger = logging.getLogger(__name__)

@@ -19,11 +19,11 @@ import pyarrow as pa
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from cars.classifier import Classifier, load_classifier
 from cars.data.boxes import Box, clip_box, has_area
 from cars.data.decoding import decode_input
 from cars.data.readers import BBOX_FIELDS
 from cars.data.transforms import create_eval_transform
+from cars.learn.classifier import Classifier, load_classifier
 
 TOP_K = 5
 
@@ -103,7 +103,7 @@ class BatchClassifier:
     """A Ray Data actor: the model, loaded once, answering batches of decoded images.
 
     Args:
-        model: the model folder or checkpoint (see :func:`cars.classifier.load_classifier`).
+        model: the model folder or checkpoint (see :func:`cars.learn.classifier.load_classifier`).
         use_gpu: run on the GPU Ray assigned this actor.
         threads: torch threads on a CPU (the CPUs the actor reserved).
         true_class_names: the data set's class names, when rows carry labels.

@@ -18,7 +18,7 @@ import torch
 from cars.config import TrainConfig
 from cars.data import CarsDataset, map_box_to_eval_input
 from cars.figures import plot_cam_measures, plot_gradcam_grid, plot_regime_comparison
-from cars.gradcam import MEASURE_COLUMNS, POINTING_TOLERANCE, compute_cams, measure_cams
+from cars.learn.gradcam import MEASURE_COLUMNS, POINTING_TOLERANCE, compute_cams, measure_cams
 
 # The pointing game's 15 px tolerance is meant for inputs of about 224-299 px;
 # it scales with the input so that a 64 px demo is judged alike.

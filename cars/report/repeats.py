@@ -11,10 +11,10 @@ import math
 
 import pandas as pd
 
+from cars.cluster.sweep import SWEEP_CONFIG_FILE, confirm_path
 from cars.report.results import SweepResults, is_number, read_sweep_results
 from cars.stats import seed_spread
 from cars.storage import exists, join_path
-from cars.sweep import SWEEP_CONFIG_FILE, confirm_path
 
 CONFIRM_COLUMNS = (
     "trial_id",

@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 from ray.tune import ExperimentAnalysis
 
+from cars.cluster.sweep import read_sweep_config, train_run_name
+from cars.cluster.train import best_checkpoint, checkpoint_location, read_train_result
 from cars.config import METRIC, REGIMES, TIE_BREAK, resolve_trainable_blocks, selection_score
-from cars.history import read_checkpoint_history
+from cars.learn.history import read_checkpoint_history
 from cars.storage import join_path
-from cars.sweep import read_sweep_config, train_run_name
 from cars.sweep_config import SweepConfig
-from cars.train import best_checkpoint, checkpoint_location, read_train_result
 
 # Per-epoch metrics the trainer reports, in the order the learning-curve table keeps.
 EPOCH_COLUMNS = (
@@ -70,7 +70,7 @@ class TrainRunState:
 
 
 def read_train_run(train_path: str) -> TrainRunState:
-    """The best checkpoint of a Train run (:func:`cars.train.best_checkpoint`), and its epochs."""
+    """A Train run's best checkpoint (:func:`cars.cluster.train.best_checkpoint`) and epochs."""
     result = read_train_result(train_path)
     if result is None:
         return TrainRunState(None, {}, [])
@@ -89,7 +89,7 @@ def read_train_run(train_path: str) -> TrainRunState:
 
 
 def best_epoch(curve: pd.DataFrame) -> pd.Series | None:
-    """A learning curve's best epoch, as :func:`cars.train.best_checkpoint` picks it.
+    """A learning curve's best epoch, as :func:`cars.cluster.train.best_checkpoint` picks it.
 
     ``None`` when no epoch has a validation score (an empty val split).
     """

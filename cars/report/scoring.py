@@ -14,6 +14,7 @@ import ray
 import torch
 from torch.utils.data import DataLoader
 
+from cars.cluster.runtime import init_ray
 from cars.config import TrainConfig
 from cars.data import (
     CarsDataset,
@@ -21,10 +22,9 @@ from cars.data import (
     create_transform_for,
     read_dataset_info,
 )
-from cars.engine import topk_hits
-from cars.model import build_model
-from cars.runtime import init_ray
-from cars.weights import load_weights
+from cars.learn.engine import topk_hits
+from cars.learn.model import build_model
+from cars.learn.weights import load_weights
 
 
 @dataclass(frozen=True)

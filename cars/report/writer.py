@@ -17,11 +17,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cars.checkpoint import load_checkpoint, save_best_weights
 from cars.config import METRIC, ConfigError, TrainConfig
 from cars.data import read_dataset_info
 from cars.data.staging import staged_folder
 from cars.figures import plot_learning_curves
+from cars.learn.checkpoint import load_checkpoint, save_best_weights
 from cars.report.cams import CamModel, select_images, write_gradcam
 from cars.report.comparisons import (
     ScoredModel,

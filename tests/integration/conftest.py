@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import ray
 
-from cars.runtime import init_ray
+from cars.cluster.runtime import init_ray
 
 # Fail fast instead of waiting the default minute for a worker group that cannot start.
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "45")

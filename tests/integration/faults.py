@@ -21,7 +21,7 @@ from typing import Any
 
 import ray.cloudpickle
 
-from cars.train import read_train_result
+from cars.cluster.train import read_train_result
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ class WatchedWorker:
     def __call__(self, loop_config: dict[str, Any]) -> None:
         import ray.train
 
-        import cars.train_loop as loop
-        from cars.train import train_fn_per_worker
+        import cars.cluster.worker as loop
+        from cars.cluster.train import train_fn_per_worker
 
         context = ray.train.get_context()
         rank, world_size = context.get_world_rank(), context.get_world_size()

@@ -13,7 +13,7 @@ import scipy.stats
 from ray.tune import ExperimentAnalysis
 
 from cars.cli import parse_sweep_args
-from cars.confirm import run_confirm
+from cars.cluster.confirm import run_confirm
 from cars.report.comparisons import PREDICTION_COLUMNS, describe_comparison
 from cars.study import StudyOutcome, run_study
 

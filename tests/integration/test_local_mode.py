@@ -12,12 +12,12 @@ import pytest
 import ray
 from ray.util.state import list_actors
 
+from cars.cluster.local_train import CHECKPOINT_PATH_KEY, LocalTrainRun
+from cars.cluster.sweep import plan_resources, run_sweep
+from cars.cluster.train import create_local_trainer, read_train_result
 from cars.config import TrainConfig
-from cars.history import read_checkpoint_history
-from cars.local_train import CHECKPOINT_PATH_KEY, LocalTrainRun
-from cars.sweep import plan_resources, run_sweep
+from cars.learn.history import read_checkpoint_history
 from cars.sweep_config import create_sweep_config
-from cars.train import create_local_trainer, read_train_result
 
 pytestmark = pytest.mark.slow
 

@@ -19,14 +19,14 @@ import torch
 from PIL import Image
 from tensorboardX.proto.event_pb2 import Event
 
-from cars.classifier import load_classifier
+from cars.cluster.sweep import run_sweep
 from cars.config import TrainConfig
 from cars.data import CarsDataset, create_input_normalizer, read_dataset_info
+from cars.learn.classifier import load_classifier
 from cars.prediction.config import PredictConfig
 from cars.prediction.job import run_prediction
 from cars.report import write_report
 from cars.report.scoring import create_eval_dataset, load_trial_model
-from cars.sweep import run_sweep
 from cars.sweep_config import create_sweep_config
 
 pytestmark = pytest.mark.slow

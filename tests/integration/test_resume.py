@@ -15,8 +15,8 @@ import pytest
 from faults import recorded_epoch
 from job_runner import job_command, job_env, run_job
 
+from cars.cluster.train import TRAIN_SNAPSHOT_FILE, read_train_result
 from cars.report.results import read_sweep_results
-from cars.train import TRAIN_SNAPSHOT_FILE, read_train_result
 
 pytestmark = pytest.mark.slow
 

@@ -25,12 +25,12 @@ import pytest
 import timm
 from job_runner import job_command, job_env, run_job, start_ray_head, stop_ray
 
-from cars.checkpoint import save_checkpoint
+from cars.cluster.train import TRAIN_SNAPSHOT_FILE
 from cars.config import TrainConfig
-from cars.history import read_history
-from cars.optim import create_optimizer
+from cars.learn.checkpoint import save_checkpoint
+from cars.learn.history import read_history
+from cars.learn.optim import create_optimizer
 from cars.storage import join_path, read_text
-from cars.train import TRAIN_SNAPSHOT_FILE
 
 pytestmark = pytest.mark.slow
 

@@ -15,20 +15,20 @@ import ray
 import torch
 from PIL import Image
 
-from cars.checkpoint import load_checkpoint
-from cars.model import build_model
-from cars.report import write_report
-from cars.report.results import EPOCH_COLUMNS, TRIAL_COLUMNS, best_epoch, rank_trials
-from cars.resources import TrialResources
-from cars.sweep import (
+from cars.cluster.resources import TrialResources
+from cars.cluster.sweep import (
     SWEEP_CONFIG_FILE,
     create_base_config,
     prepare_shared_features,
     run_sweep,
     trial_train_config,
 )
+from cars.cluster.worker import prepare_features
+from cars.learn.checkpoint import load_checkpoint
+from cars.learn.model import build_model
+from cars.report import write_report
+from cars.report.results import EPOCH_COLUMNS, TRIAL_COLUMNS, best_epoch, rank_trials
 from cars.sweep_config import create_sweep_config
-from cars.train_loop import prepare_features
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from faults import WatchedWorker, epochs_by_process, read_epoch_log
 
-from cars.checkpoint import load_checkpoint
+from cars.cluster.train import run_training
 from cars.config import METRIC, TrainConfig
-from cars.history import read_history
-from cars.optim import WarmupCosine
-from cars.train import run_training
+from cars.learn.checkpoint import load_checkpoint
+from cars.learn.history import read_history
+from cars.learn.optim import WarmupCosine
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,9 @@ from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, TensorDataset
 
 from cars.config import TrainConfig
-from cars.engine import evaluate, topk_hits, train_one_epoch, update_batchnorm_statistics
-from cars.model import EvalBatchNorm2d, build_model
-from cars.optim import create_loss, create_mixup, create_optimizer, create_scheduler
+from cars.learn.engine import evaluate, topk_hits, train_one_epoch, update_batchnorm_statistics
+from cars.learn.model import EvalBatchNorm2d, build_model
+from cars.learn.optim import create_loss, create_mixup, create_optimizer, create_scheduler
 
 METRIC_KEYS = {"loss", "acc", "top5", "images", "seconds", "images_per_second"}
 

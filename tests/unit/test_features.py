@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cars.checkpoint import save_checkpoint
 from cars.config import TrainConfig
 from cars.data import CarsDataset, create_transform_for, read_dataset_info
-from cars.engine import evaluate, train_one_epoch
-from cars.features import (
+from cars.learn.checkpoint import save_checkpoint
+from cars.learn.engine import evaluate, train_one_epoch
+from cars.learn.features import (
     MANIFEST_FILE,
     feature_head,
     feature_identity,
@@ -26,9 +26,9 @@ from cars.features import (
     uses_feature_cache,
     write_feature_cache,
 )
-from cars.model import build_model
-from cars.optim import create_loss
-from cars.training_state import TrainingState, create_training_state
+from cars.learn.model import build_model
+from cars.learn.optim import create_loss
+from cars.learn.training_state import TrainingState, create_training_state
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -1,7 +1,7 @@
 """A training run interrupted and resumed on a GPU, through the Ray-free engine.
 
-The same checkpoint and resume code as the Ray Train loop (``cars.checkpoint``,
-``cars.training_state``), without Ray: a machine that checks the CUDA path may
+The same checkpoint and resume code as the Ray Train loop (``cars.learn.checkpoint``,
+``cars.learn.training_state``), without Ray: a machine that checks the CUDA path may
 have no Ray installed. Skipped without CUDA.
 """
 
@@ -13,14 +13,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from cars.checkpoint import load_checkpoint, save_checkpoint
 from cars.config import TrainConfig
 from cars.data import CarsDataset, create_transform_for, read_dataset_info
-from cars.engine import evaluate, train_one_epoch
-from cars.history import read_history, write_history
-from cars.model import build_model
-from cars.optim import create_loss
-from cars.training_state import create_training_state
+from cars.learn.checkpoint import load_checkpoint, save_checkpoint
+from cars.learn.engine import evaluate, train_one_epoch
+from cars.learn.history import read_history, write_history
+from cars.learn.model import build_model
+from cars.learn.optim import create_loss
+from cars.learn.training_state import create_training_state
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

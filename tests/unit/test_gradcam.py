@@ -12,7 +12,7 @@ import torch
 from timm.utils import unwrap_model
 from torch import nn
 
-from cars.gradcam import (
+from cars.learn.gradcam import (
     box_area_share,
     center_hit,
     compute_cams,

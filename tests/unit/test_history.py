@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.fs
 import ray.train
 
-from cars.history import read_checkpoint_history, read_history, write_history
+from cars.learn.history import read_checkpoint_history, read_history, write_history
 
 EPOCHS = [{"epoch": 1, "val_acc": 0.25}, {"epoch": 2, "val_acc": 0.5}]
 

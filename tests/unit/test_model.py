@@ -15,15 +15,15 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from cars.config import ConfigError, TrainConfig
-from cars.engine import train_one_epoch, update_batchnorm_statistics
-from cars.model import (
+from cars.learn.engine import train_one_epoch, update_batchnorm_statistics
+from cars.learn.model import (
     XCEPTION_BLOCKS,
     EvalBatchNorm2d,
     build_model,
     count_parameters,
     freeze_blocks,
 )
-from cars.optim import create_optimizer
+from cars.learn.optim import create_optimizer
 
 TOTAL = 21_208_556
 

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision import transforms
 
 from cars.data import create_input_normalizer, create_random_erasing, normalize_on_device
-from cars.engine import evaluate
+from cars.learn.engine import evaluate
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -12,8 +12,8 @@ from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
 from cars.config import TrainConfig
-from cars.model import build_model, count_parameters
-from cars.optim import create_loss, create_mixup, create_optimizer, create_scheduler
+from cars.learn.model import build_model, count_parameters
+from cars.learn.optim import create_loss, create_mixup, create_optimizer, create_scheduler
 
 
 @pytest.fixture(scope="module")

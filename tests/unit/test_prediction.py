@@ -16,18 +16,18 @@ import torch
 from PIL import Image
 from timm.models._hub import save_for_hf
 
-from cars.checkpoint import WeightsError, save_best_weights, save_checkpoint
-from cars.classifier import load_classifier
 from cars.cli import exit_on_user_error, parse_predict_args
+from cars.cluster.resources import ResourceError
 from cars.data import CarsDataset, DataError, create_transform_for, read_dataset_info
 from cars.data.readers import BBOX_FIELDS
-from cars.model import build_model
+from cars.learn.checkpoint import WeightsError, save_best_weights, save_checkpoint
+from cars.learn.classifier import load_classifier
+from cars.learn.model import build_model
 from cars.paths import PROJECT_ROOT
 from cars.prediction.inputs import resolve_image_source
 from cars.prediction.job import plan_actor_pool
 from cars.prediction.stages import BatchClassifier, classifier_input, decode_batch
 from cars.report.scoring import predict
-from cars.resources import ResourceError
 
 CLASSES = ["coupe", "sedan", "van"]
 

@@ -11,7 +11,7 @@ import pytest
 import scipy.stats
 from test_report_parts import _info, _inputs, _section, _trial, _trials
 
-from cars.confirm import CONFIRMS, WinnerValue, draw_confirm_seeds, select_winners
+from cars.cluster.confirm import CONFIRMS, WinnerValue, draw_confirm_seeds, select_winners
 from cars.report.comparisons import (
     PREDICTION_COLUMNS,
     ScoredModel,

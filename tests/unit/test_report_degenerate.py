@@ -17,7 +17,6 @@ import pytest
 import torch
 from stanford_files import record, write_devkit
 
-from cars.checkpoint import save_checkpoint
 from cars.cli import ReportError, exit_on_user_error
 from cars.config import TrainConfig
 from cars.data import (
@@ -28,7 +27,8 @@ from cars.data import (
     prepare_dataset,
     read_dataset_info,
 )
-from cars.model import build_model, head_parameters
+from cars.learn.checkpoint import save_checkpoint
+from cars.learn.model import build_model, head_parameters
 from cars.report.cams import CamModel, select_images, write_gradcam
 from cars.report.gaps import describe_boxes, describe_data_gaps
 from cars.report.results import _trial_row, read_train_run

@@ -14,11 +14,12 @@ import pytest
 import ray.train
 import torch
 
-from cars.checkpoint import save_checkpoint
+from cars.cluster.train import best_checkpoint, read_train_result
 from cars.config import BEST_SCORE, SCORE, TrainConfig, selection_scores
 from cars.data import DatasetInfo
-from cars.gradcam import POINTING_TOLERANCE
-from cars.model import build_model, head_parameters
+from cars.learn.checkpoint import save_checkpoint
+from cars.learn.gradcam import POINTING_TOLERANCE
+from cars.learn.model import build_model, head_parameters
 from cars.report.cams import pointing_tolerance, select_images
 from cars.report.results import (
     EPOCH_COLUMNS,
@@ -35,7 +36,6 @@ from cars.report.summary import SummaryInputs, render_summary
 from cars.report.writer import describe_weights
 from cars.study import summarize_best_trials
 from cars.sweep_config import create_sweep_config
-from cars.train import best_checkpoint, read_train_result
 
 # --- select_regime_bests -------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cars.resources import ResourceError, plan_trial_resources
+from cars.cluster.resources import ResourceError, plan_trial_resources
 
 AUTOSCALER_WAIT = "trials wait for the autoscaler to add GPU nodes"
 

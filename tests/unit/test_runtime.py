@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cars.runtime import starts_local_instance
+from cars.cluster.runtime import starts_local_instance
 
 
 def test_a_job_under_ray_address_joins_that_cluster(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from cars.scheduler import RegimeASHAScheduler
+from cars.cluster.scheduler import RegimeASHAScheduler
 
 
 def _trial(trial_id: str, regime: str) -> Trial:

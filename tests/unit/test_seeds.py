@@ -13,11 +13,11 @@ from PIL import Image
 from ray.tune.search.variant_generator import generate_variants
 from torch.utils.data import Dataset, DistributedSampler
 
+from cars.cluster.sweep import SAMPLE_SEED, DepthSampler, LearningRateSampler, create_param_space
+from cars.cluster.worker import create_train_loader
 from cars.config import TrainConfig
 from cars.data import create_transform_for
-from cars.sweep import SAMPLE_SEED, DepthSampler, LearningRateSampler, create_param_space
 from cars.sweep_config import create_sweep_config
-from cars.train_loop import create_train_loader
 
 
 class OnePhoto(Dataset):

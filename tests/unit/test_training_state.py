@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cars.checkpoint import save_checkpoint
 from cars.config import TrainConfig
-from cars.history import write_history
-from cars.model import build_model
-from cars.training_state import TrainingState, create_training_state
+from cars.learn.checkpoint import save_checkpoint
+from cars.learn.history import write_history
+from cars.learn.model import build_model
+from cars.learn.training_state import TrainingState, create_training_state
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA"))]  # fmt: skip
@@ -94,7 +94,9 @@ def test_a_resumed_state_lives_on_the_parameters_device(tmp_path: Path, device: 
 def test_the_gpu_check_needs_no_ray() -> None:
     # A machine that checks the CUDA path may lack Ray: a None entry in
     # sys.modules makes any `import ray` fail there.
-    modules = "cars.training_state, cars.engine, cars.checkpoint, cars.model, cars.data, cars.optim"
+    core = ("training_state", "engine", "checkpoint", "model", "optim")
+    modules = ", ".join(f"cars.learn.{name}" for name in core)
+    modules += ", cars.data"
     code = f"import sys; sys.modules['ray'] = None; import {modules}"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr

@@ -17,18 +17,18 @@ import timm
 import torch
 from torch import nn
 
-from cars.checkpoint import (
+from cars.config import TrainConfig
+from cars.learn.checkpoint import (
     WeightsError,
     load_checkpoint,
     save_best_weights,
     save_checkpoint,
     to_plain,
 )
-from cars.config import TrainConfig
-from cars.model import build_model
-from cars.optim import create_optimizer, create_scheduler
+from cars.learn.model import build_model
+from cars.learn.optim import create_optimizer, create_scheduler
+from cars.learn.weights import read_weights
 from cars.storage import join_path
-from cars.weights import read_weights
 
 SOURCE_CLASSES = [f"source-{i}" for i in range(5)]
 
@@ -131,7 +131,7 @@ def test_checkpoint_of_another_class_count_gets_a_new_head_and_says_so(
     checkpoint: Path, source: nn.Module, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The demo's path: a source-task run's checkpoint starts the 196-class study.
-    with caplog.at_level(logging.WARNING, logger="cars.weights"):
+    with caplog.at_level(logging.WARNING, logger="cars.learn.weights"):
         model = build_model("finetune", 196, 1, weights=checkpoint.parent)
     _assert_same_backbone(model, source)
     assert model.fc.weight.shape == (196, 2048)
@@ -173,7 +173,7 @@ def test_checkpoint_of_other_classes_gets_a_fresh_head(
     checkpoint: Path, source: nn.Module, caplog: pytest.LogCaptureFixture
 ) -> None:
     others = [f"target-{i}" for i in range(5)]
-    with caplog.at_level(logging.WARNING, logger="cars.weights"):
+    with caplog.at_level(logging.WARNING, logger="cars.learn.weights"):
         model = build_model("frozen", 5, weights=checkpoint, class_names=others)
     _assert_same_backbone(model, source)
     assert not torch.equal(model.fc.weight, source.fc.weight)

@@ -16,7 +16,7 @@ first (locally through a temporary name and a rename; an object store's upload
 appears whole or not at all) and the manifest last, so a computation killed
 half-way leaves files that no reader takes for a cache.
 
-Ray-free: the Ray Train loop (:mod:`cars.train_loop`), the benchmarks and the
+Ray-free: the Ray Train loop (:mod:`cars.cluster.worker`), the benchmarks and the
 tests call the same functions.
 """
 
@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from cars.config import TrainConfig
 from cars.data.info import DATASET_FILE, split_file
 from cars.data.normalize import create_input_normalizer
-from cars.model import HEAD
+from cars.learn.model import HEAD
 from cars.paths import is_uri
 from cars.storage import exists, join_path, read_bytes, read_text, write_bytes, write_text
 

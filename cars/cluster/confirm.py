@@ -5,7 +5,7 @@ its rivals may be luck. With ``SweepConfig.confirm`` = K, once the sweep is
 done a second Tune experiment in the sweep's folder, ``confirm/``, trains each
 regime's winning configuration (learning rate, depth, augmentation) with K new
 seeds, to the last epoch (no early stopping: these runs are measured, not
-searched). Its trials are ordinary Tune trials of :func:`cars.sweep.train_driver_fn`,
+searched). Its trials are ordinary Tune trials of :func:`cars.cluster.sweep.train_driver_fn`,
 so ``--resume`` restores an interrupted confirmation like the sweep itself.
 """
 
@@ -22,12 +22,8 @@ import pandas as pd
 import ray.tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from cars.config import BEST_SCORE, SCORE_MODE
-from cars.report.repeats import REPEATED
-from cars.report.results import read_sweep_results, select_regime_bests
-from cars.resources import TrialResources
-from cars.storage import join_path, write_text
-from cars.sweep import (
+from cars.cluster.resources import TrialResources
+from cars.cluster.sweep import (
     CONFIRM_DIR,
     SWEEP_CONFIG_FILE,
     confirm_path,
@@ -37,6 +33,10 @@ from cars.sweep import (
     restore_tuner,
     train_driver_fn,
 )
+from cars.config import BEST_SCORE, SCORE_MODE
+from cars.report.repeats import REPEATED
+from cars.report.results import read_sweep_results, select_regime_bests
+from cars.storage import join_path, write_text
 from cars.sweep_config import SweepConfig
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,9 @@ import timm
 import timm.data
 from torch import nn
 
-from cars.checkpoint import (
+from cars.data.normalize import InputNormalizer, create_input_normalizer
+from cars.data.transforms import EvalTransform, create_eval_transform
+from cars.learn.checkpoint import (
     BEST_CONFIG_FILE,
     BEST_WEIGHTS_FILE,
     CHECKPOINT_FILE,
@@ -25,11 +27,9 @@ from cars.checkpoint import (
     eval_data_config,
     load_checkpoint,
 )
-from cars.data.normalize import InputNormalizer, create_input_normalizer
-from cars.data.transforms import EvalTransform, create_eval_transform
-from cars.model import ARCHITECTURE
+from cars.learn.model import ARCHITECTURE
+from cars.learn.weights import apply_state_dict, load_weights, read_label_names
 from cars.paths import is_uri, resolve_path
-from cars.weights import apply_state_dict, load_weights, read_label_names
 
 MODEL_FORMS = (
     f"a report's best/ folder, a checkpoint folder of this project (holding {CHECKPOINT_FILE}) "

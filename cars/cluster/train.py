@@ -3,7 +3,7 @@
 Tune's trial drivers and Train's controller import this module to build and
 unpickle the trainer; they never train, so the model, data and engine (timm,
 torchvision, pandas: seconds of imports in every new process) load only in the
-workers, from :mod:`cars.train_loop`.
+workers, from :mod:`cars.cluster.worker`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import ray.train
 import ray.train.torch
 
+from cars.cluster.local_train import LocalTorchTrainer, ReportHook
 from cars.config import SCORE, SCORE_MODE, TrainConfig, selection_score
-from cars.local_train import LocalTorchTrainer, ReportHook
 from cars.storage import exists, join_path, location_of
 
 # Ray Train writes this file into a run's folder at the run's first report.
@@ -29,7 +29,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     Args:
         loop_config: ``TrainConfig.to_dict()``; rebuilt and validated by the worker.
     """
-    from cars.train_loop import run_worker
+    from cars.cluster.worker import run_worker
 
     run_worker(loop_config)
 

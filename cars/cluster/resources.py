@@ -7,7 +7,7 @@ groups, the extra groups would wait until Train's start-up time-out and fail.
 ``max_concurrent_trials`` therefore follows from the worker groups' needs.
 
 A one-worker trial trains in its own process instead (Ray Train's local mode,
-see :mod:`cars.local_train`): no controller, placement group or worker process
+see :mod:`cars.cluster.local_train`): no controller, placement group or worker process
 to start and stop. Tune then reserves the worker's CPUs and GPU for the trial
 itself, and Ray's ``CUDA_VISIBLE_DEVICES`` for that process names its GPU.
 """

@@ -14,10 +14,10 @@ import torch
 from timm.utils import unwrap_model
 from torch import nn
 
-from cars.checkpoint import load_checkpoint
 from cars.config import TrainConfig
-from cars.history import read_history
-from cars.optim import create_optimizer, create_scheduler
+from cars.learn.checkpoint import load_checkpoint
+from cars.learn.history import read_history
+from cars.learn.optim import create_optimizer, create_scheduler
 
 
 @dataclass
@@ -45,7 +45,7 @@ def create_training_state(
 
     Args:
         steps_per_epoch: optimizer steps in one epoch (the schedule's unit).
-        checkpoint_dir: a local folder written by :func:`cars.checkpoint.save_checkpoint`
+        checkpoint_dir: a local folder written by :func:`cars.learn.checkpoint.save_checkpoint`
             (e.g. ``Checkpoint.as_directory()``), or ``None`` for a fresh start.
     """
     state = None

@@ -18,7 +18,7 @@ from timm.utils import unwrap_model
 from torch import nn
 
 from cars.config import TrainConfig
-from cars.model import head_parameters
+from cars.learn.model import head_parameters
 
 
 def create_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -9,7 +9,7 @@ writes every trial's curves to ``<storage>/<sweep>/<regime>_<trial id>/`` as
 the sweep runs (``tensorboard --logdir <storage>/<sweep>``).
 
 A one-worker trial is a :class:`LocalTrial` instead: the same Train run in Ray
-Train's local mode, in the trial's own process (:mod:`cars.local_train`), which
+Train's local mode, in the trial's own process (:mod:`cars.cluster.local_train`), which
 saves the start and end of a controller and a worker group on every trial.
 """
 
@@ -30,20 +30,20 @@ from ray.tune.logger import TBXLoggerCallback
 from ray.tune.result import RESULT_DUPLICATE
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from cars.cluster.local_train import LocalTrainRun
+from cars.cluster.resources import TrialResources, plan_trial_resources
+from cars.cluster.scheduler import RegimeASHAScheduler, trial_regime
+from cars.cluster.train import create_local_trainer, create_trainer, read_train_result
 from cars.config import BEST_SCORE, METRIC, MODE, SCORE_MODE, TrainConfig, selection_scores
-from cars.history import read_checkpoint_history
-from cars.local_train import LocalTrainRun
+from cars.learn.history import read_checkpoint_history
 from cars.paths import FEATURES_DIR
-from cars.resources import TrialResources, plan_trial_resources
-from cars.scheduler import RegimeASHAScheduler, trial_regime
 from cars.storage import exists, join_path, read_text, write_text
 from cars.sweep_config import SweepConfig
-from cars.train import create_local_trainer, create_trainer, read_train_result
 
 logger = logging.getLogger(__name__)
 
 SWEEP_CONFIG_FILE = "sweep.json"
-# The confirmation stage's Tune experiment, inside the sweep's folder (cars.confirm).
+# The confirmation stage's Tune experiment, inside the sweep's folder (cars.cluster.confirm).
 CONFIRM_DIR = "confirm"
 # Tune writes each trial's files (TensorBoard events among them) in a staging
 # folder and copies them to the storage at most every sync period, 5 minutes by
@@ -166,7 +166,7 @@ def train_driver_fn(config: dict[str, Any], base: dict[str, Any], train_storage:
 
 @ray.remote
 def _prepare_features_task(loop_config: dict[str, Any]) -> str:
-    from cars.train_loop import prepare_features
+    from cars.cluster.worker import prepare_features
 
     return prepare_features(loop_config)
 

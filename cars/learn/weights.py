@@ -27,7 +27,7 @@ from timm.models import clean_state_dict
 from timm.utils import unwrap_model
 from torch import nn
 
-from cars.checkpoint import (
+from cars.learn.checkpoint import (
     BEST_CONFIG_FILE,
     BEST_WEIGHTS_FILE,
     CHECKPOINT_FILE,

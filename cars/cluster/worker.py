@@ -1,9 +1,9 @@
 """The training loop each Ray Train worker runs.
 
-The loop itself lives in :mod:`cars.engine` and knows nothing of Ray; this
+The loop itself lives in :mod:`cars.learn.engine` and knows nothing of Ray; this
 module shards the data, wraps the model for DDP, reports each epoch's metrics
 with a checkpoint, and resumes from ``ray.train.get_checkpoint()`` after a
-restart. Only the workers import it (see :func:`cars.train.train_fn_per_worker`).
+restart. Only the workers import it (see :func:`cars.cluster.train.train_fn_per_worker`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import torch
 from timm.utils import random_seed, unwrap_model
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from cars.checkpoint import save_checkpoint
 from cars.config import METRIC, TrainConfig, selection_scores
 from cars.data import (
     CarsDataset,
@@ -34,17 +33,18 @@ from cars.data import (
     read_dataset_info,
 )
 from cars.data.normalize import InputNormalizer
-from cars.engine import evaluate, train_one_epoch, update_batchnorm_statistics
-from cars.features import (
+from cars.learn.checkpoint import save_checkpoint
+from cars.learn.engine import evaluate, train_one_epoch, update_batchnorm_statistics
+from cars.learn.features import (
     FeatureCache,
     feature_head,
     load_or_compute_features,
     uses_feature_cache,
 )
-from cars.history import write_history
-from cars.model import build_model, count_parameters
-from cars.optim import create_loss, create_mixup
-from cars.training_state import TrainingState, create_training_state
+from cars.learn.history import write_history
+from cars.learn.model import build_model, count_parameters
+from cars.learn.optim import create_loss, create_mixup
+from cars.learn.training_state import TrainingState, create_training_state
 
 # An empty val split (every class too small to hold an image out) has no score:
 # NaN, which Tune, ASHA and Train's checkpoint ranking treat as missing, and the

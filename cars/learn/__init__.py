@@ -1,0 +1,2 @@
+"""The Ray-free learning core: model, weights, optimisation, the per-epoch engine, features,
+checkpoints and Grad-CAM. Nothing here imports Ray, so a GPU check runs it without Ray."""
