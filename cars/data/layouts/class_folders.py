@@ -82,8 +82,9 @@ def _read_classes(folder: Path, source: Path, folder_classes: list[str]) -> _Cla
     classes = _Classes(names, relative_name(names_file, source), False, names)
     strays = [name for name in folder_classes if classes.label(name) < 0]
     if strays:
+        more = f" (and {len(strays) - 1} more)" if len(strays) > 1 else ""
         raise DataError(
-            f"class folder {strays[0]!r} (and {len(strays) - 1} more) is not one of the "
+            f"class folder {strays[0]!r}{more} is not one of the "
             f"{len(names)} classes of {names_file}; rename the folder to its name there "
             "(a '/' written as '-'), or remove names.csv to take the classes from the folders"
         )
