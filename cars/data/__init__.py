@@ -1,5 +1,6 @@
-"""The data layer: Stanford Cars readers, the synthetic generator, prepared sets,
-the training ``Dataset``, its transforms and the normalisation on the device.
+"""The data layer: readers of every layout Stanford Cars comes in, the synthetic
+generator, prepared sets, the training ``Dataset``, its transforms and the
+normalisation on the device.
 
 ``CarsDataset`` and the transforms need torch and timm; they are imported on
 first use, so that preparing data (``jobs/prepare.py``) starts quickly.
@@ -21,7 +22,13 @@ from cars.data.prepare import (
     split_train_val,
 )
 from cars.data.problems import Problem
-from cars.data.readers import LAYOUTS, detect_layout, read_annotations, read_class_names
+from cars.data.readers import (
+    LAYOUTS,
+    detect_layout,
+    read_annotations,
+    read_class_names,
+    read_source,
+)
 from cars.data.synthetic import prepare_synthetic, write_synthetic_cars
 from cars.data.synthetic_classes import design_classes
 
@@ -68,6 +75,7 @@ __all__ = [
     "read_annotations",
     "read_class_names",
     "read_dataset_info",
+    "read_source",
     "split_train_val",
     "write_synthetic_cars",
 ]

@@ -9,10 +9,12 @@ which is how the boxes were drawn on them.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 JPEG_QUALITY = 95
 PARALLEL_MIN_IMAGES = 500  # below this, starting processes costs more than it saves
+IN_FLIGHT_PER_WORKER = 32  # images handed to each process ahead: bounds the bytes held
 
 
 class UnreadableImageError(Exception):
@@ -39,6 +42,12 @@ class StoredImage:
     repairs: tuple[tuple[str, str], ...] = field(default=())
     resized: bool = False
     reencoded: bool = False  # the stored bytes are not the original file's
+    digest: str = ""  # of the original bytes: two files with one digest are one image
+
+
+def content_digest(data: bytes) -> str:
+    """A digest of an image file's bytes, to find the same image stored twice."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _decode(data: bytes) -> Image.Image:
@@ -66,6 +75,7 @@ def create_stored_image(data: bytes, max_side: int) -> StoredImage:
     """
     image = _decode(data)
     width, height = image.size
+    digest = content_digest(data)
     repairs = []
     if image.format != "JPEG":
         repairs.append(("not_jpeg", f"{image.format} data, re-encoded as JPEG"))
@@ -75,17 +85,21 @@ def create_stored_image(data: bytes, max_side: int) -> StoredImage:
     size = fit_size(width, height, max_side)
     resized = size != (width, height)
     if not (repairs or resized or progressive):
-        return StoredImage(data, width, height, width, height)
+        return StoredImage(data, width, height, width, height, digest=digest)
     image = image.convert("RGB")
     if resized:
         image = image.resize(size, Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    return StoredImage(buffer.getvalue(), *size, width, height, tuple(repairs), resized, True)
+    return StoredImage(
+        buffer.getvalue(), *size, width, height, tuple(repairs), resized, True, digest
+    )
 
 
-def check_image(path: str, max_side: int) -> tuple[StoredImage | None, list[tuple[str, str, str]]]:
-    """Check one image file: what to store, and the issues.
+def check_image(
+    source: str | bytes, max_side: int
+) -> tuple[StoredImage | None, list[tuple[str, str, str]]]:
+    """Check one image, a file's path or the bytes of one: what to store, and the issues.
 
     Its box is judged later, with the whole copy's (:mod:`cars.data.box_fit`).
 
@@ -93,12 +107,15 @@ def check_image(path: str, max_side: int) -> tuple[StoredImage | None, list[tupl
         ``(stored, issues)``; ``stored`` is ``None`` when the image is skipped.
         Each issue is ``(kind, detail, action)``.
     """
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return None, [("missing_image", "the annotated image does not exist", "skipped")]
-    except OSError as error:
-        return None, [("unreadable_image", f"cannot be read: {error.strerror}", "skipped")]
+    if isinstance(source, bytes):
+        data = source
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except FileNotFoundError:
+            return None, [("missing_image", "the annotated image does not exist", "skipped")]
+        except OSError as error:
+            return None, [("unreadable_image", f"cannot be read: {error.strerror}", "skipped")]
     try:
         stored = create_stored_image(data, max_side)
     except UnreadableImageError as error:
@@ -106,23 +123,36 @@ def check_image(path: str, max_side: int) -> tuple[StoredImage | None, list[tupl
     return stored, [(kind, detail, "repaired") for kind, detail in stored.repairs]
 
 
-def _check_image_job(job: tuple[str, int]) -> tuple:
+def _check_image_job(job: tuple[str | bytes, int]) -> tuple:
     return check_image(*job)
 
 
-def check_images(jobs: list[tuple[str, int]], workers: int | None) -> Iterator[tuple]:
-    """Run :func:`check_image` on each ``(path, max_side)``, in order.
+def check_images(
+    sources: Iterable[str | bytes], max_side: int, *, total: int, workers: int | None
+) -> Iterator[tuple]:
+    """Run :func:`check_image` on each path or image's bytes, in order.
+
+    Sources are consumed as results are taken, a bounded number ahead, so a copy
+    whose images come as bytes (a Parquet export) is never held in memory whole.
 
     Args:
+        total: how many sources there are (to choose the workers).
         workers: processes to use; by default several when there are many images.
     """
+    jobs = ((source, max_side) for source in sources)
     if workers is None:
-        workers = min(4, os.cpu_count() or 1) if len(jobs) >= PARALLEL_MIN_IMAGES else 1
+        workers = min(4, os.cpu_count() or 1) if total >= PARALLEL_MIN_IMAGES else 1
     if workers <= 1:
         yield from map(_check_image_job, jobs)
         return
     executor = ProcessPoolExecutor(max_workers=workers)
+    pending: deque[Future] = deque()
     try:
-        yield from executor.map(_check_image_job, jobs, chunksize=16)
+        for job in jobs:
+            pending.append(executor.submit(_check_image_job, job))
+            if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
     finally:
         executor.shutdown(cancel_futures=True)

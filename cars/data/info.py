@@ -69,11 +69,28 @@ class DatasetInfo:
     problems: tuple[Mapping[str, str], ...] = ()
     generator: Mapping[str, Any] | None = None
     format: str = FORMAT
+    # How the copy was read. Sets prepared before these were recorded load with the
+    # defaults: a devkit or all-in-one copy with boxes, nothing counted per split.
+    found_at: str = "."  # the layout's folder, relative to the source
+    class_names_from: str = ""  # the file (or folders) that named the classes
+    class_order: str = ""  # "devkit" (Stanford Cars' 196), "source" or "sorted"
+    class_note: str = ""  # what the classes are and why in this order, in words
+    boxes_from: Mapping[str, str] = field(default_factory=dict)  # split -> file
+    has_boxes: bool = True  # False: the copy has no bounding boxes at all
+    # Per split of the copy (train holds val): images found, and those not used by reason.
+    images_found: Mapping[str, int] = field(default_factory=dict)
+    skipped_by_split: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # what reading the copy found worth saying once
 
     @property
     def num_classes(self) -> int:
         """The number of classes (the model's output size)."""
         return len(self.class_names)
+
+    @property
+    def is_stanford_cars(self) -> bool:
+        """Whether the classes are Stanford Cars' 196, numbered as in the devkit."""
+        return self.class_order == "devkit"
 
     @property
     def has_test_labels(self) -> bool:
@@ -98,6 +115,7 @@ class DatasetInfo:
         known["class_counts"] = {k: tuple(v) for k, v in known["class_counts"].items()}
         known["problems"] = tuple(known.get("problems", ()))
         known["box_findings"] = tuple(known.get("box_findings", ()))
+        known["notes"] = tuple(known.get("notes", ()))
         return cls(**known)
 
 

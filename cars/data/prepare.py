@@ -1,13 +1,16 @@
-"""Turning a Stanford Cars folder into a prepared data set (see DESIGN.md, "Data").
+"""Turning a copy of Stanford Cars into a prepared data set (see DESIGN.md, "Data").
 
-Every image is checked here, so that training never meets a bad row: a missing,
-unreadable or duplicate image is skipped; a grayscale, CMYK or non-JPEG image is
-converted. A box is auxiliary and never costs an image its label: boxes are
-judged against their images (:mod:`cars.data.box_fit`, which recognises resized
-and box-cropped copies), a box reaching outside its image is clipped, and one
-that cannot be trusted is stored as unknown. Each is counted in ``dataset.json``
-with examples, and ``strict`` makes each an error. A file listed twice keeps its
-first record. Boxes are stored in the convention of
+The copy is found and read whatever its layout, and its classes put in the
+devkit's order where they are Stanford Cars' (:mod:`cars.data.readers`). Every
+image is checked here, so that training never meets a bad row: a missing,
+unreadable or duplicate image is skipped (a file no record uses, or one with the
+same bytes as another, too: :mod:`cars.data.content_duplicates`); a grayscale,
+CMYK or non-JPEG image is converted. A box is auxiliary and never costs an image
+its label: boxes are judged against their images (:mod:`cars.data.copy_boxes`),
+a box reaching outside its image is clipped, and one that cannot be trusted, or
+that the copy lacks, is stored as unknown. Each is counted in ``dataset.json``,
+per split, with examples, and ``strict`` makes each an error. A file listed twice
+keeps its first record. Boxes are stored in the convention of
 :data:`cars.data.boxes.BBOX_CONVENTION`.
 
 The set is written into a temporary folder next to ``out`` and renamed into
@@ -18,224 +21,93 @@ locally and uploaded, ``dataset.json`` last.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import sys
 from collections.abc import Mapping, Sequence
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-from tqdm import tqdm
 
-from cars.data.box_fit import UNKNOWN, ImageBox, JudgedBoxes, judge_boxes
-from cars.data.boxes import BBOX_CONVENTION, Box
+from cars.data.box_fit import UNKNOWN
+from cars.data.boxes import BBOX_CONVENTION
+from cars.data.content_duplicates import (
+    DUPLICATE_CONTENT,
+    describe_duplicate,
+    find_content_duplicates,
+)
+from cars.data.copy_boxes import NO_BOX, CopyBoxes, judge_copy_boxes
 from cars.data.errors import DataError
-from cars.data.images import check_images
-from cars.data.info import DATASET_FILE, SPLITS, DatasetInfo, split_file
-from cars.data.problems import Problem, ProblemRecorder
+from cars.data.hold_out import assign_splits, split_train_val
+from cars.data.info import DATASET_FILE, SPLITS, DatasetInfo
+from cars.data.layouts import Issue
+from cars.data.prepare_result import PrepareResult
+from cars.data.problems import ProblemRecorder
 from cars.data.publishing import publish_folder
-from cars.data.readers import BBOX_FIELDS, detect_layout, read_annotations, read_class_names
+from cars.data.readers import OrderedCopy, read_source
+from cars.data.rows import StagedRows, stage_rows, write_splits
 from cars.paths import is_uri
+
+__all__ = ["MAX_SIDE", "VAL_FRACTION", "PrepareResult", "prepare_dataset", "split_train_val"]
 
 MAX_SIDE = 512
 VAL_FRACTION = 0.1
-_BATCH_ROWS = 256
 _STAGING_FILE = "all-rows.parquet"
-
-SCHEMA = pa.schema(
-    [
-        ("image", pa.binary()),
-        ("label", pa.int32()),
-        *((name, pa.int32()) for name in BBOX_FIELDS),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("source_file", pa.string()),
-    ]
-)
-# JPEG bytes do not compress; the small columns do.
-_COMPRESSION = {name: "none" if name == "image" else "zstd" for name in SCHEMA.names}
 
 
 @dataclass(frozen=True)
-class PrepareResult:
-    """Where a prepared set went and what it holds (``info`` is its ``dataset.json``)."""
+class _Options:
+    """How a set is prepared, as ``dataset.json`` records it."""
 
-    out: str
-    info: DatasetInfo
-    problems: tuple[Problem, ...]
-
-    def summary(self) -> str:
-        """A few lines for a person: counts, what was skipped or repaired, examples."""
-        info = self.info
-        counts = ", ".join(f"{split} {info.counts[split]}" for split in SPLITS)
-        if info.has_test_labels:
-            test = "test labels known"
-        else:
-            test = f"{info.unlabelled_test} test images without labels: no test score"
-        lines = [
-            f"prepared data set {info.name!r} ({info.layout} layout, {info.num_classes} classes)",
-            f"  images: {counts} ({test})",
-        ]
-        lines += [f"  {finding}" for finding in info.box_findings]
-        unknown = sum(info.unknown_boxes.values())
-        if unknown:
-            each = ", ".join(f"{split} {n}" for split, n in info.unknown_boxes.items())
-            why = ", ".join(f"{kind} {n}" for kind, n in sorted(info.unknown_box_reasons.items()))
-            lines.append(
-                f"  boxes unknown for {unknown} images ({each}; {why}): "
-                "images and labels kept, box stored as null"
-            )
-        if info.whole_image_boxes:
-            lines.append(f"  boxes taken as the whole image: {info.whole_image_boxes}")
-        for action, kinds in (("skipped", info.skipped), ("repaired", info.repaired)):
-            if kinds:
-                each = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
-                lines.append(f"  {action} {sum(kinds.values())}: {each}")
-        lines.append(f"  re-encoded {info.reencoded} images ({info.resized} downscaled)")
-        lines += [f"  {p.action}: {p.source_file}: {p.detail}" for p in self.problems[:5]]
-        return "\n".join(lines)
+    max_side: int
+    val_fraction: float
+    seed: int
+    name: str
+    source_label: str
+    generator: Mapping[str, Any] | None
 
 
-def _hold_out_rank(seed: int, key: str) -> bytes:
-    return hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
+def _check_arguments(source: str | Path, max_side: int, val_fraction: float) -> Path:
+    if max_side < 32:
+        raise DataError(f"max_side={max_side} is not valid: at least 32 pixels")
+    if not 0 <= val_fraction < 1:
+        raise DataError(f"val_fraction={val_fraction} is not valid: in [0, 1)")
+    if is_uri(source):
+        raise DataError(f"source {source} is a URI; copy the data set to a local folder first")
+    return Path(source)
 
 
-def split_train_val(
-    labels: np.ndarray, val_fraction: float, seed: int, keys: Sequence[str] | None = None
+def _drop_listed_twice(frame: pd.DataFrame, recorder: ProblemRecorder) -> pd.DataFrame:
+    repeated = frame.duplicated("source_file", keep="first")
+    for index in np.flatnonzero(repeated.to_numpy()):
+        row = frame.iloc[index]
+        detail = f"listed again (record {index + 1}); the first record is kept"
+        recorder.add(row.source_file, "duplicate", detail, "skipped", split=row.split)
+    return frame[~repeated]
+
+
+def _drop_content_duplicates(
+    kept: StagedRows, class_names: tuple[str, ...], recorder: ProblemRecorder
 ) -> np.ndarray:
-    """A stratified hold-out: a boolean mask of the rows that go to ``val``.
-
-    Each class gives ``round(n * val_fraction)`` images, at least one when the
-    fraction is above 0 and the class has two or more, and always keeps one for
-    training. Within a class, images are ranked by a hash of the seed and their
-    key (the source file; by default the row's place in its class), so one
-    class's hold-out does not change when an image of another class is skipped
-    or added.
-    """
-    is_val = np.zeros(len(labels), dtype=bool)
-    for label in np.unique(labels):
-        rows = np.flatnonzero(labels == label)
-        n = len(rows)
-        take = int(np.floor(n * val_fraction + 0.5))
-        take = min(max(take, 1 if val_fraction > 0 else 0), n - 1)
-        names = [keys[r] for r in rows] if keys is not None else [str(i) for i in range(n)]
-        ranked = sorted(range(n), key=lambda i: _hold_out_rank(seed, names[i]))
-        is_val[rows[ranked[:take]]] = True
-    return is_val
+    """Which staged rows repeat another's image: a mask, each one recorded."""
+    dropped = np.zeros(len(kept.labels), dtype=bool)
+    for duplicate in find_content_duplicates(kept.digests, kept.splits):
+        detail = describe_duplicate(duplicate, kept.source_files, kept.labels, class_names)
+        split = kept.splits[duplicate.row]
+        recorder.add(kept.source_files[duplicate.row], DUPLICATE_CONTENT, detail, "skipped", split)
+        dropped[duplicate.row] = True
+    return dropped
 
 
-@dataclass
-class _Rows:
-    """What the staging pass learnt of the kept rows, in order."""
-
-    labels: list[int]
-    splits: list[str]
-    source_files: list[str]
-    images: list[ImageBox]
-    reencoded: int = 0
-    resized: int = 0
-
-
-def _write_rows(
-    source: Path,
-    frame: pd.DataFrame,
-    staging_file: Path,
-    *,
-    max_side: int,
-    recorder: ProblemRecorder,
-    workers: int | None,
-    progress: bool,
-    name: str,
-) -> _Rows:
-    """Check every image and write the kept rows, in order, to one staging file.
-
-    The staged boxes are null: they are judged once every image's size is known.
-    """
-    boxes = frame[list(BBOX_FIELDS)].to_numpy().tolist()
-    jobs = [(str(source / f), max_side) for f in frame.source_file]
-    columns: dict[str, list] = {name: [] for name in SCHEMA.names}
-    kept = _Rows([], [], [], [])
-    results = check_images(jobs, workers)
-    bar = tqdm(
-        results,
-        total=len(jobs),
-        desc=f"preparing {name}",
-        unit="img",
-        disable=not progress,
-        file=sys.stderr,
-        mininterval=1.0,
-    )
-    with (
-        closing(results),
-        pq.ParquetWriter(staging_file, SCHEMA, compression=_COMPRESSION) as writer,
-    ):
-        rows = zip(frame.itertuples(index=False), boxes, bar, strict=True)
-        for row, box, (stored, issues) in rows:
-            for issue in issues:
-                recorder.add(row.source_file, *issue)
-            if stored is None:
-                continue
-            kept.reencoded += stored.reencoded
-            kept.resized += stored.resized
-            kept.labels.append(row.label)
-            kept.splits.append(row.split)
-            kept.source_files.append(row.source_file)
-            kept.images.append(
-                ImageBox(
-                    source_file=row.source_file,
-                    split=row.split,
-                    box=tuple(int(v) for v in box),
-                    original_size=(stored.original_width, stored.original_height),
-                    stored_size=(stored.width, stored.height),
-                )
-            )
-            values = (stored.data, row.label, *[None] * 4, stored.width, stored.height)
-            for column, value in zip(SCHEMA.names, (*values, row.source_file), strict=True):
-                columns[column].append(value)
-            if len(columns["image"]) >= _BATCH_ROWS:
-                writer.write_table(pa.table(columns, schema=SCHEMA))
-                columns = {column: [] for column in SCHEMA.names}
-        writer.write_table(pa.table(columns, schema=SCHEMA))
-    return kept
-
-
-def _box_columns(boxes: Sequence[Box | None]) -> list[pa.Array]:
-    """The four box columns, null where a box is unknown."""
-    return [
-        pa.array([None if box is None else box[k] for box in boxes], type=pa.int32())
-        for k in range(4)
-    ]
-
-
-def _write_splits(
-    staging_file: Path, folder: Path, destinations: np.ndarray, boxes: Sequence[Box | None]
+def _record_box_issues(
+    issues: Sequence[Issue], kept: StagedRows, dropped: np.ndarray, recorder: ProblemRecorder
 ) -> None:
-    """Route the staged rows, in order, with their judged boxes, to one table per split."""
-    writers = {
-        split: pq.ParquetWriter(folder / split_file(split), SCHEMA, compression=_COMPRESSION)
-        for split in SPLITS
-    }
-    try:
-        start = 0
-        for staged in pq.ParquetFile(staging_file).iter_batches(batch_size=_BATCH_ROWS):
-            where = destinations[start : start + staged.num_rows]
-            box_columns = _box_columns(boxes[start : start + staged.num_rows])
-            start += staged.num_rows
-            batch = staged
-            for name, column in zip(BBOX_FIELDS, box_columns, strict=True):
-                batch = batch.set_column(batch.schema.get_field_index(name), name, column)
-            for split, writer in writers.items():
-                if (where == split).any():
-                    writer.write_batch(batch.filter(pa.array(where == split)))
-    finally:
-        for writer in writers.values():
-            writer.close()
+    """Record why a kept image has no box; a skipped image's box is no one's concern."""
+    in_set = {name for name, gone in zip(kept.source_files, dropped, strict=True) if not gone}
+    for issue in issues:
+        if issue.action != "skipped" and issue.source_file in in_set:
+            recorder.add(issue.source_file, issue.kind, issue.detail, issue.action, issue.split)
 
 
 def _count_classes(labels: np.ndarray, num_classes: int) -> tuple[int, ...]:
@@ -243,19 +115,99 @@ def _count_classes(labels: np.ndarray, num_classes: int) -> tuple[int, ...]:
     return tuple(int(n) for n in np.bincount(labels[labels >= 0], minlength=num_classes))
 
 
-def _count_unknown_boxes(judged: JudgedBoxes, destinations: np.ndarray) -> dict[str, int]:
-    """Images whose box is unknown, per split."""
-    unknown = np.array([box is None for box in judged.boxes], dtype=bool)
-    return {split: int((unknown & (destinations == split)).sum()) for split in SPLITS}
+def _build_info(
+    source: OrderedCopy,
+    kept: StagedRows,
+    destinations: np.ndarray,
+    boxes: CopyBoxes,
+    *,
+    recorder: ProblemRecorder,
+    options: _Options,
+) -> DatasetInfo:
+    copy, labels = source.copy, np.array(kept.labels, dtype=np.int64)
+    unknown = np.array([box is None for box in boxes.boxes], dtype=bool)
+    reasons = recorder.counts(UNKNOWN) | ({NO_BOX: boxes.without_box} if boxes.without_box else {})
+    return DatasetInfo(
+        name=options.name,
+        layout=copy.layout,
+        source=options.source_label,
+        class_names=source.class_names,
+        counts={split: int((destinations == split).sum()) for split in SPLITS},
+        class_counts={
+            split: _count_classes(labels[destinations == split], len(source.class_names))
+            for split in SPLITS
+        },
+        unlabelled_test=int(((destinations == "test") & (labels < 0)).sum()),
+        max_side=options.max_side,
+        val_fraction=options.val_fraction,
+        seed=options.seed,
+        bbox_convention=BBOX_CONVENTION,
+        skipped=recorder.counts("skipped"),
+        repaired=recorder.counts("repaired"),
+        unknown_boxes={split: int((unknown & (destinations == split)).sum()) for split in SPLITS},
+        unknown_box_reasons=reasons,
+        whole_image_boxes=boxes.whole_image,
+        box_findings=boxes.findings,
+        resized=kept.resized,
+        reencoded=kept.reencoded,
+        problems=tuple(recorder.examples()),
+        generator=dict(options.generator) if options.generator else None,
+        found_at=copy.found_at,
+        class_names_from=copy.names_from,
+        class_order=source.order.order,
+        class_note=source.order.note,
+        boxes_from=dict(copy.boxes_from),
+        has_boxes=bool(copy.boxes_from),
+        images_found=dict(copy.found),
+        skipped_by_split=recorder.counts_by_split("skipped"),
+        notes=copy.notes,
+    )
 
 
-def _drop_duplicates(frame: pd.DataFrame, recorder: ProblemRecorder) -> pd.DataFrame:
-    repeated = frame.duplicated("source_file", keep="first")
-    for index in np.flatnonzero(repeated.to_numpy()):
-        source_file = frame.source_file.iloc[index]
-        detail = f"listed again (record {index + 1}); the first record is kept"
-        recorder.add(source_file, "duplicate", detail, "skipped")
-    return frame[~repeated]
+def _write_set(
+    source: OrderedCopy,
+    folder: Path,
+    recorder: ProblemRecorder,
+    options: _Options,
+    *,
+    workers: int | None,
+    progress: bool,
+) -> DatasetInfo:
+    """Write the set's tables and ``dataset.json`` into ``folder``."""
+    staging_file = folder / _STAGING_FILE
+    frame = _drop_listed_twice(source.records, recorder)
+    kept = stage_rows(
+        source.copy.images,
+        frame,
+        staging_file,
+        max_side=options.max_side,
+        recorder=recorder,
+        workers=workers,
+        progress=progress,
+        name=options.name,
+    )
+    dropped = _drop_content_duplicates(kept, source.class_names, recorder)
+    _record_box_issues(source.copy.issues, kept, dropped, recorder)
+    boxes = judge_copy_boxes(
+        kept,
+        dropped,
+        boxes_from=source.copy.boxes_from,
+        layout=source.copy.layout,
+        recorder=recorder,
+    )
+    destinations = assign_splits(
+        kept.splits,
+        kept.labels,
+        kept.source_files,
+        dropped,
+        val_fraction=options.val_fraction,
+        seed=options.seed,
+    )
+    write_splits(staging_file, folder, destinations, boxes.boxes)
+    staging_file.unlink()
+    info = _build_info(source, kept, destinations, boxes, recorder=recorder, options=options)
+    (folder / DATASET_FILE).write_text(json.dumps(info.to_dict(), indent=2) + "\n")
+    return info
 
 
 def prepare_dataset(
@@ -272,11 +224,14 @@ def prepare_dataset(
     name: str | None = None,
     source_label: str | None = None,
     generator: Mapping[str, Any] | None = None,
+    layout: str | None = None,
+    test_labels: str | Path | None = None,
 ) -> PrepareResult:
-    """Prepare the Stanford Cars folder ``source`` as a data set at ``out``.
+    """Prepare the copy of Stanford Cars (or another class-folder set) in ``source`` at ``out``.
 
     Args:
-        source: a local folder in the devkit or all-in-one layout.
+        source: a local folder holding a copy in one of the layouts of
+            :mod:`cars.data.layouts`, at its top or a few folders below.
         out: a local folder or a URI; it must not exist, be empty, or (with
             ``force``) hold a prepared set, which is replaced once the new one is complete.
         max_side: the longest side of a stored image; larger images are downscaled.
@@ -287,73 +242,28 @@ def prepare_dataset(
         name: the set's name; by default the source folder's name.
         source_label: what ``dataset.json`` names as the source; by default its path.
         generator: how a generated source was made, kept in ``dataset.json``.
+        layout: read this layout (a name of ``cars.data.LAYOUTS``), not the one detected.
+        test_labels: the devkit's ``cars_test_annos_withlabels.mat``, where it is
+            not beside the copy.
 
     Raises:
         DataError: the source is missing or malformed, ``out`` cannot be written,
             or (``strict``) an image would be skipped or repaired.
     """
-    if max_side < 32:
-        raise DataError(f"max_side={max_side} is not valid: at least 32 pixels")
-    if not 0 <= val_fraction < 1:
-        raise DataError(f"val_fraction={val_fraction} is not valid: in [0, 1)")
-    if is_uri(source):
-        raise DataError(f"source {source} is a URI; copy the data set to a local folder first")
-    source = Path(source)
-    layout = detect_layout(source)
-    class_names = read_class_names(source)
-    frame = read_annotations(source)
-    out = str(out)
-    name = name or source.resolve().name
+    path = _check_arguments(source, max_side, val_fraction)
+    copy = read_source(path, layout=layout, test_labels=test_labels)
+    options = _Options(
+        max_side=max_side,
+        val_fraction=val_fraction,
+        seed=seed,
+        name=name or path.resolve().name,
+        source_label=source_label or str(path.resolve()),
+        generator=generator,
+    )
     recorder = ProblemRecorder(strict)
-    frame = _drop_duplicates(frame, recorder)
-    with publish_folder(out, force=force) as folder:
-        staging_file = folder / _STAGING_FILE
-        kept = _write_rows(
-            source,
-            frame,
-            staging_file,
-            max_side=max_side,
-            recorder=recorder,
-            workers=workers,
-            progress=progress,
-            name=name,
-        )
-        judged = judge_boxes(kept.images)
-        for issue in judged.issues:
-            recorder.add(*issue)
-        labels, splits = np.array(kept.labels, dtype=np.int64), np.array(kept.splits)
-        destinations = splits.astype(object)
-        train_rows = np.flatnonzero(splits == "train")
-        keys = [kept.source_files[r] for r in train_rows]
-        is_val = split_train_val(labels[train_rows], val_fraction, seed, keys)
-        destinations[train_rows[is_val]] = "val"
-        _write_splits(staging_file, folder, destinations, judged.boxes)
-        staging_file.unlink()
-        info = DatasetInfo(
-            name=name,
-            layout=layout,
-            source=source_label or str(source.resolve()),
-            class_names=tuple(class_names),
-            counts={split: int((destinations == split).sum()) for split in SPLITS},
-            class_counts={
-                split: _count_classes(labels[destinations == split], len(class_names))
-                for split in SPLITS
-            },
-            unlabelled_test=int(((destinations == "test") & (labels < 0)).sum()),
-            max_side=max_side,
-            val_fraction=val_fraction,
-            seed=seed,
-            bbox_convention=BBOX_CONVENTION,
-            skipped=recorder.counts("skipped"),
-            repaired=recorder.counts("repaired"),
-            unknown_boxes=_count_unknown_boxes(judged, destinations),
-            unknown_box_reasons=recorder.counts(UNKNOWN),
-            whole_image_boxes=judged.whole_image,
-            box_findings=tuple(judged.findings),
-            resized=kept.resized,
-            reencoded=kept.reencoded,
-            problems=tuple(recorder.examples()),
-            generator=dict(generator) if generator else None,
-        )
-        (folder / DATASET_FILE).write_text(json.dumps(info.to_dict(), indent=2) + "\n")
-    return PrepareResult(out, info, tuple(recorder.problems))
+    for issue in copy.copy.issues:
+        if issue.action == "skipped":  # box issues wait until their image is kept
+            recorder.add(issue.source_file, issue.kind, issue.detail, issue.action, issue.split)
+    with publish_folder(str(out), force=force) as folder:
+        info = _write_set(copy, folder, recorder, options, workers=workers, progress=progress)
+    return PrepareResult(str(out), info, tuple(recorder.problems))

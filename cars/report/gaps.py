@@ -59,13 +59,46 @@ def describe_data_gaps(info: DatasetInfo) -> list[str]:
     test_gap = describe_test_gap(info)
     if test_gap is not None:
         notes.append(test_gap[0].lower() + test_gap[1:].rstrip("."))
-    unknown = info.unknown_boxes.get("test", 0)
-    if unknown and info.counts.get("test", 0):
-        notes.append(
-            f"{unknown} of {info.counts['test']} test images have no known box "
-            "(see the data set's box findings): Grad-CAM measures skip them"
-        )
+    notes += _box_gap(info)
     return notes
+
+
+def _box_gap(info: DatasetInfo) -> list[str]:
+    """What the test images' unknown boxes leave uncomputed, if anything."""
+    unknown, total = info.unknown_boxes.get("test", 0), info.counts.get("test", 0)
+    if not (unknown and total):
+        return []
+    if not info.has_boxes:
+        return [
+            f"the data set has no bounding boxes (its {info.layout} copy has none): the "
+            "Grad-CAM measures (energy inside the box, pointing game) cannot be computed"
+        ]
+    if unknown == total:
+        return [
+            f"{unknown} of {total} test images have no known box (see the data set's box "
+            "findings): the Grad-CAM measures cannot be computed"
+        ]
+    return [
+        f"{unknown} of {total} test images have no known box "
+        "(see the data set's box findings): Grad-CAM measures skip them"
+    ]
+
+
+def describe_classes(info: DatasetInfo) -> list[str]:
+    """A bullet on what the classes are, where the prepared set records it."""
+    if not info.class_order:
+        return []  # a set prepared before the class order was recorded
+    if info.is_stanford_cars:
+        return [
+            f"- Classes: Stanford Cars' {info.num_classes}, numbered as in the devkit "
+            f"(names from {info.class_names_from})."
+        ]
+    order = "in sorted order" if info.class_order == "sorted" else "as numbered there"
+    return [
+        f"- Classes: the data set's own {info.num_classes} (from {info.class_names_from}, "
+        f"{order}), not Stanford Cars' 196: the reference study's figures below are of "
+        "another data set."
+    ]
 
 
 def describe_boxes(info: DatasetInfo, *, bbox_crop: bool) -> list[str]:
@@ -73,6 +106,12 @@ def describe_boxes(info: DatasetInfo, *, bbox_crop: bool) -> list[str]:
     unknown = sum(info.unknown_boxes.values())
     if not unknown:
         return []
+    if not info.has_boxes:
+        crop = "`--bbox-crop` used the images whole; " if bbox_crop else ""
+        return [
+            f"- Bounding boxes: none (the {info.layout} copy has none): {crop}"
+            "the Grad-CAM measures cannot be computed."
+        ]
     per_split = ", ".join(f"{split} {n:,}" for split, n in info.unknown_boxes.items() if n)
     crop = "`--bbox-crop` used those images whole; " if bbox_crop else ""
     findings = "".join(f" {finding}." for finding in info.box_findings)

@@ -11,7 +11,12 @@ import pandas as pd
 from cars.config import METRIC
 from cars.data import DatasetInfo
 from cars.report.comparisons import render_comparisons
-from cars.report.gaps import describe_boxes, describe_test_gap, missing_test_reason
+from cars.report.gaps import (
+    describe_boxes,
+    describe_classes,
+    describe_test_gap,
+    missing_test_reason,
+)
 from cars.report.repeats import render_repeats
 from cars.report.results import SweepResults, is_number
 from cars.stats import (
@@ -161,7 +166,11 @@ def _gradcam_lines(gradcam: pd.DataFrame) -> list[str]:
         else f"Measured on all {shown} images drawn."
     )
     if measured.empty:
-        return [coverage]
+        return [
+            f"None of the {shown} images drawn has a known box (the data set stores their "
+            "boxes as unknown): the Grad-CAM measures (energy inside the box, pointing game) "
+            "cannot be computed, and the CAMs are drawn without boxes."
+        ]
     tolerance = float(gradcam["tolerance_px"].iloc[0])
     level = f"{100 * CONFIDENCE:.0f} %"
     lines = [
@@ -249,6 +258,7 @@ def render_summary(inputs: SummaryInputs) -> str:
         + ", ".join(f"{split} {count:,}" for split, count in info.counts.items())
         + " images). Model selection uses `val` (held out of the official train split); "
         "`test` is scored once, for each regime's best trial.",
+        *describe_classes(info),
         f"- Pretrained weights of `frozen` and `finetune`: {inputs.weights}. "
         "`scratch` starts from random weights.",
         f"- Input {config.image_size} px, {config.epochs} epochs at most, global batch "

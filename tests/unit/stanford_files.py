@@ -9,6 +9,7 @@ array. ``test_readers.py`` checks that structure with ``loadmat``.
 from __future__ import annotations
 
 import io
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -53,12 +54,21 @@ def record(fname: str, box: tuple[int, int, int, int], cls: int | None = None) -
     return values
 
 
-def image_bytes(size: tuple[int, int] = (80, 60), mode: str = "RGB", fmt: str = "JPEG") -> bytes:
-    """A small image with some structure, encoded as ``fmt``."""
+def image_bytes(
+    size: tuple[int, int] = (80, 60), mode: str = "RGB", fmt: str = "JPEG", key: str = ""
+) -> bytes:
+    """A small image with some structure, encoded as ``fmt``; each ``key`` draws another.
+
+    Copies are checked for one image stored twice (the same bytes under two names),
+    so every file a test writes as a distinct image has its own ``key``.
+    """
     width, height = size
     pixels = np.full((height, width, 3), 128, dtype=np.uint8)
     pixels[..., 0] = np.linspace(0, 255, width, dtype=np.uint8)
     pixels[..., 1] = np.linspace(255, 0, height, dtype=np.uint8)[:, None]
+    if key:
+        noise = np.random.default_rng(zlib.crc32(key.encode())).integers(0, 64, pixels.shape)
+        pixels = np.clip(pixels + noise, 0, 255).astype(np.uint8)
     image = Image.fromarray(pixels).convert(mode)
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
@@ -89,7 +99,8 @@ def write_devkit(
         if images:
             for r in records:
                 size = sizes.get(str(r["fname"]), (80, 60))
-                (folder / str(r["fname"])).write_bytes(image_bytes(size))
+                key = f"{split}/{r['fname']}"
+                (folder / str(r["fname"])).write_bytes(image_bytes(size, key=key))
     scipy.io.savemat(root / "devkit" / "cars_meta.mat", {"class_names": cell_array(class_names)})
     scipy.io.savemat(root / "devkit" / "cars_train_annos.mat", {"annotations": struct_array(train)})
     unlabelled = [{k: v for k, v in r.items() if k != "class"} for r in test]
@@ -112,7 +123,8 @@ def write_all_in_one(
     (root / "car_ims").mkdir(parents=True)
     if images:
         for r in records:
-            (root / str(r["relative_im_path"])).write_bytes(image_bytes())
+            path = str(r["relative_im_path"])
+            (root / path).write_bytes(image_bytes(key=path))
     scipy.io.savemat(
         root / "cars_annos.mat",
         {"annotations": struct_array(records), "class_names": cell_array(class_names)},

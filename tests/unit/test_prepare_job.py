@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from copy_files import official_records, write_class_folders
 from stanford_files import record, write_devkit
 
 from cars.data import read_dataset_info
+from cars.data.class_order import OFFICIAL_CLASS_NAMES
 from cars.paths import PROJECT_ROOT
 
 JOB = PROJECT_ROOT / "jobs" / "prepare.py"
@@ -63,3 +65,27 @@ def test_a_folder_of_no_layout_is_an_error_without_a_traceback(tmp_path: Path) -
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and "matches no Stanford Cars layout" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_class_folder_copy_is_found_named_and_forced(tmp_path: Path) -> None:
+    source = write_class_folders(tmp_path / "kaggle", OFFICIAL_CLASS_NAMES, *official_records())
+    out = tmp_path / "set"
+    done = _run(tmp_path, "--source", str(source), "--out", str(out), "--name", "cars-kaggle")
+    assert done.returncode == 0, done.stderr
+    assert (
+        "prepared data set 'cars-kaggle' (class_folders layout, found in car_data/car_data, "
+        "196 classes)\n  classes: names.csv: Stanford Cars' 196 classes, in the devkit's order"
+    ) in done.stdout
+    assert read_dataset_info(str(out)).name == "cars-kaggle"
+    forced = _run(tmp_path, "--source", str(source), "--out", str(out), "--layout", "devkit")
+    assert forced.returncode == 2 and "matches no devkit layout" in forced.stderr
+
+
+def test_devkit_test_labels_named_on_the_command_line(tmp_path: Path) -> None:
+    source = write_devkit(tmp_path / "cars", OFFICIAL_CLASS_NAMES, *official_records())
+    labels = tmp_path / "cars_test_annos_withlabels.mat"
+    (source / labels.name).rename(labels)
+    args = ["--source", str(source), "--out", str(tmp_path / "set")]
+    done = _run(tmp_path, *args, "--test-labels", str(labels))
+    assert done.returncode == 0, done.stderr
+    assert f"test labels from {labels}" in done.stdout and "(test labels known)" in done.stdout

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from copy_files import write_class_folders
 from stanford_files import record, write_devkit
 
 from cars.cli import ReportError, exit_on_user_error
@@ -68,7 +69,15 @@ def _resized(root: Path) -> Path:
     return write_devkit(root, CLASSES, TRAIN, TEST, image_sizes=sizes)
 
 
+def _no_boxes(root: Path) -> Path:
+    # Another data set in class folders, without annotation files: no box at all.
+    return write_class_folders(
+        root, CLASSES, TRAIN, TEST, wrap=(), names_file=False, annotations=False
+    )
+
+
 SETS = {
+    "no_boxes": _no_boxes,
     "no_test": _no_test,
     "unlabelled_test": _unlabelled_test,
     "no_val": _no_val,
@@ -85,7 +94,7 @@ def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, write in SETS.items():
         source = write(root / name / "cars")
         out[name] = root / name / "set"
-        prepare_dataset(source, out[name], val_fraction=0.25, progress=False)
+        prepare_dataset(source, out[name], val_fraction=0.25, progress=False, name=name)
     return out
 
 
@@ -218,6 +227,45 @@ def test_gradcam_measures_only_the_images_whose_box_is_known(
     section = text.split("## Grad-CAM\n", 1)[1].split("\n## ", 1)[0]
     assert "Measured on 3 of the 4 images drawn; the other 1 have no known box" in section
     assert "| frozen-t1 | frozen | 3 |" in section
+
+
+def test_a_set_without_boxes_says_the_gradcam_measures_cannot_be_computed(
+    sets: dict[str, Path], checkpoint: str, tmp_path: Path
+) -> None:
+    info = _read(sets["no_boxes"])
+    assert not info.has_boxes and info.class_names == tuple(CLASSES)
+    [gap] = describe_data_gaps(info)
+    assert gap == (
+        "the data set has no bounding boxes (its class_folders copy has none): the Grad-CAM "
+        "measures (energy inside the box, pointing game) cannot be computed"
+    )
+    dataset = CarsDataset(sets["no_boxes"], "test", _eval_transform())
+    table = write_gradcam(
+        _cam_models(checkpoint),
+        dataset,
+        indices=np.arange(4),
+        config=_config(sets["no_boxes"]),
+        class_names=CLASSES,
+        out=tmp_path,
+    )
+    assert not table["box_known"].any() and table["energy_inside"].isna().all()
+    text = render_summary(_summary_inputs(info, gradcam=table))
+    section = text.split("## Grad-CAM\n", 1)[1].split("\n## ", 1)[0]
+    assert (
+        "None of the 4 images drawn has a known box (the data set stores their boxes as "
+        "unknown): the Grad-CAM measures (energy inside the box, pointing game) cannot be "
+        "computed, and the CAMs are drawn without boxes."
+    ) in section
+    assert "| frozen-t1 |" not in section  # no table of measures made of nothing
+    compared = text.split("## What was compared\n", 1)[1].split("\n## ", 1)[0]
+    assert "- Data set: **no_boxes** (2 classes; train 6, val 2, test 4 images)" in compared
+    assert (
+        "- Classes: the data set's own 2 (from class folder names, in sorted order), "
+        "not Stanford Cars' 196"
+    ) in compared
+    assert "- Bounding boxes: none (the class_folders copy has none): " in compared
+    assert "used the images whole; the Grad-CAM measures cannot be computed." in compared
+    assert f"- {gap}" in text.split("## Missing or incomplete", 1)[1]
 
 
 def _eval_transform():
