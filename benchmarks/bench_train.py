@@ -30,6 +30,7 @@ from cars.cluster.train import run_training
 from cars.cluster.worker import create_datasets
 from cars.config import TrainConfig
 from cars.data import (
+    SyntheticCars,
     create_input_normalizer,
     create_random_erasing,
     prepare_synthetic,
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         data = resolve_path(args.data) if args.data else str(Path(scratch) / "set")
         if not args.data:
             prepare_synthetic(
-                data, num_classes=8, train_per_class=32, test_per_class=4, progress=False
+                data, SyntheticCars(8, train_per_class=32, test_per_class=4), progress=False
             )
         config = TrainConfig(
             data=data,

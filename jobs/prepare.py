@@ -6,7 +6,14 @@ import argparse
 import sys
 import traceback
 
-from cars.data import MAX_SIDE, VAL_FRACTION, DataError, prepare_dataset, prepare_synthetic
+from cars.data import (
+    MAX_SIDE,
+    VAL_FRACTION,
+    DataError,
+    SyntheticCars,
+    prepare_dataset,
+    prepare_synthetic,
+)
 from cars.paths import resolve_path
 
 
@@ -38,17 +45,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Prepare the set, print what it holds and where it went; 2 on bad input."""
     a = parse_args(argv)
-    common = {"max_side": a.max_side, "val_fraction": a.val_fraction, "seed": a.seed}
+    common = {"max_side": a.max_side, "val_fraction": a.val_fraction}
     common |= {"force": a.force, "progress": not a.no_progress}
     try:
         if a.synthetic:
-            drawing = {"num_classes": a.num_classes, "train_per_class": a.train_per_class}
-            drawing |= {"test_per_class": a.test_per_class, "task": a.task}
+            cars = SyntheticCars(
+                a.num_classes, a.train_per_class, a.test_per_class, seed=a.seed, task=a.task
+            )
             keep = a.keep_source and resolve_path(a.keep_source)
-            result = prepare_synthetic(resolve_path(a.out), source_dir=keep, **drawing, **common)
+            result = prepare_synthetic(resolve_path(a.out), cars, source_dir=keep, **common)
         else:
             source, out = resolve_path(a.source), resolve_path(a.out)
-            result = prepare_dataset(source, out, strict=a.strict, **common)
+            result = prepare_dataset(source, out, strict=a.strict, seed=a.seed, **common)
     except (DataError, OSError) as error:
         if a.debug:
             traceback.print_exception(error)

@@ -22,7 +22,7 @@ from cars.data.prepare import (
 )
 from cars.data.problems import Problem
 from cars.data.readers import LAYOUTS, detect_layout, read_annotations, read_class_names
-from cars.data.synthetic import prepare_synthetic, write_synthetic_cars
+from cars.data.synthetic import SyntheticCars, prepare_synthetic, write_synthetic_cars
 from cars.data.synthetic_classes import design_classes
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ __all__ = [
     "DatasetInfo",
     "PrepareResult",
     "Problem",
+    "SyntheticCars",
     "create_input_normalizer",
     "create_random_erasing",
     "create_transform_for",
