@@ -148,3 +148,23 @@ def test_a_local_checkpoint_appears_whole(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "epoch-0001" / "checkpoint.pt").read_bytes() == b"retrained"
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["epoch-0001"]
     assert json.loads((tmp_path / "run" / "epoch-0001" / HISTORY_FILE).read_text()) == [_epoch(1)]
+
+
+def test_an_upload_cut_short_leaves_no_checkpoint_on_s3(
+    s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = join_path(s3_bucket, "cut-short", "train-00000")
+    _persist_epochs(tmp_path, run, range(1, 2))
+    local = _write_local_checkpoint(tmp_path / "local-2", 2)
+    copy = shutil.copyfile
+
+    def dies_on_the_weights(source: Path, target: Path) -> None:
+        if Path(source).name == "checkpoint.pt":
+            raise ConnectionError("the node was lost mid-upload")
+        copy(source, target)
+
+    monkeypatch.setattr("cars.runs.shutil.copyfile", dies_on_the_weights)
+    with pytest.raises(ConnectionError):
+        persist_checkpoint(local, run, 2)
+    # Whatever order the files would otherwise go in, the history goes last.
+    assert [c.epoch for c in read_run(run).checkpoints] == [1]
