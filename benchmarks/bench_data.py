@@ -29,6 +29,7 @@ from timm.data.auto_augment import RandAugment
 
 from cars.data import (
     CarsDataset,
+    SyntheticCars,
     create_random_erasing,
     create_transform_for,
     normalize_on_device,
@@ -163,10 +164,12 @@ def main() -> None:
         if args.data is None:
             source = write_synthetic_cars(
                 Path(tmp) / "source",
-                num_classes=4,
-                train_per_class=-(-args.images // 4),
-                test_per_class=0,
-                widths=(560, 660),  # Stanford Cars' photos are mostly about 600 x 400
+                SyntheticCars(
+                    4,
+                    train_per_class=-(-args.images // 4),
+                    test_per_class=0,
+                    widths=(560, 660),  # Stanford Cars' photos are mostly about 600 x 400
+                ),
             )
             data = str(Path(tmp) / "prepared")
             # Stored as written (no downscale to the default 512 px), as a user's copy may be.

@@ -32,11 +32,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cars.config import TrainConfig
-from cars.data import CarsDataset, create_transform_for, prepare_synthetic, read_dataset_info
+from cars.data import (
+    CarsDataset,
+    SyntheticCars,
+    create_transform_for,
+    prepare_synthetic,
+    read_dataset_info,
+)
 from cars.learn.engine import evaluate, train_one_epoch
 from cars.learn.features import feature_head, load_or_compute_features
 from cars.learn.model import build_model
 from cars.learn.optim import create_loss
+from cars.learn.placement import Worker
 from cars.learn.training_state import create_training_state
 from cars.paths import PROJECT_ROOT
 
@@ -56,9 +63,7 @@ def synthetic_data(classes: int, per_class: int) -> str:
     """A synthetic set of ``classes`` x ``per_class`` training images, made once."""
     out = PROJECT_ROOT / "data" / "bench" / f"synthetic-{classes}x{per_class}"
     if not (out / "dataset.json").exists():
-        prepare_synthetic(
-            out, num_classes=classes, train_per_class=per_class, test_per_class=2, seed=0
-        )
+        prepare_synthetic(out, SyntheticCars(classes, train_per_class=per_class, test_per_class=2))
     return str(out)
 
 
@@ -130,9 +135,7 @@ def run_trial(case: str, config: TrainConfig, device: torch.device, store: str |
             {"train": train_set, "val": val_set},
             store=store,
             batch_size=config.batch_size,
-            device=device,
-            amp_dtype=amp_dtype,
-            num_workers=config.loader_workers or 0,
+            worker=Worker(device, loader_workers=config.loader_workers or 0, amp_dtype=amp_dtype),
         )
         feature_seconds = cache.seconds
         train_set, val_set = cache.splits["train"].to_dataset(), cache.splits["val"].to_dataset()

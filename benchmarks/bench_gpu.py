@@ -28,7 +28,7 @@ import timm
 import torch
 
 from cars.config import TrainConfig
-from cars.data import create_transform_for, write_synthetic_cars
+from cars.data import SyntheticCars, create_transform_for, write_synthetic_cars
 from cars.data.decoding import decode_input
 from cars.data.normalize import create_input_normalizer
 from cars.learn.engine import train_one_epoch
@@ -165,9 +165,8 @@ def measure_cached_frozen(args: argparse.Namespace, device: torch.device) -> Non
 
 def write_loader_images(count: int, folder: Path) -> list[bytes]:
     """``count`` synthetic car photos of about Stanford Cars' size (~600 x 400), as JPEG bytes."""
-    source = write_synthetic_cars(
-        folder, num_classes=2, train_per_class=-(-count // 2), test_per_class=0, widths=(560, 660)
-    )
+    cars = SyntheticCars(2, train_per_class=-(-count // 2), test_per_class=0, widths=(560, 660))
+    source = write_synthetic_cars(folder, cars)
     return [path.read_bytes() for path in sorted((source / "cars_train").rglob("*.jpg"))][:count]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from cars.cluster.runtime import init_ray
-from cars.data import write_synthetic_cars
+from cars.data import SyntheticCars, write_synthetic_cars
 from cars.data.decoding import decode_input
 from cars.learn.checkpoint import save_best_weights
 from cars.learn.classifier import load_classifier
@@ -76,8 +76,9 @@ def main() -> None:
             images = Path(resolve_path(args.images))
         else:
             per_class = max(1, args.count // 4)
-            raw = write_synthetic_cars(work / "raw", num_classes=4, train_per_class=per_class,
-                                       test_per_class=1, seed=0)  # fmt: skip
+            raw = write_synthetic_cars(
+                work / "raw", SyntheticCars(4, train_per_class=per_class, test_per_class=1)
+            )
             images = raw / "cars_train"
         model = args.model and resolve_path(args.model)
         if model is None:

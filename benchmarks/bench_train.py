@@ -3,8 +3,10 @@
 Both train the same model on the same prepared set, batch, input size and
 number of CPU threads for the same epochs. The engine alone is
 ``cars.learn.engine.train_one_epoch`` and ``evaluate`` on a plain DataLoader; the Ray
-run is ``cars.cluster.train.run_training`` with one worker, which adds DDP wrapping,
-per-epoch reports and checkpoints, and the start and end of a worker group.
+run is ``cars.cluster.train.create_trainer``'s ``TorchTrainer`` with one worker, which
+adds DDP wrapping, per-epoch reports and checkpoints, and the start and end of a
+worker group (what every multi-worker run pays; one-worker runs of ``jobs/train.py``
+train in a Ray task instead).
 
     python benchmarks/bench_train.py                       # a synthetic 8-class set
     python benchmarks/bench_train.py --data SET [--image-size 64] [--epochs 3]
@@ -26,10 +28,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from cars.cluster.runtime import init_ray
-from cars.cluster.train import run_training
+from cars.cluster.train import create_trainer
 from cars.cluster.worker import create_datasets
 from cars.config import TrainConfig
 from cars.data import (
+    SyntheticCars,
     create_input_normalizer,
     create_random_erasing,
     prepare_synthetic,
@@ -99,7 +102,7 @@ def run_engine(config: TrainConfig) -> tuple[list[float], float]:
 def run_ray_train(config: TrainConfig, storage: str) -> tuple[list[float], float]:
     """Train ``config`` as a 1-worker Ray Train run: images/s of each epoch, and the wall time."""
     started = time.perf_counter()
-    result = run_training(config, storage_path=storage, name="bench-train")
+    result = create_trainer(config, storage_path=storage, name="bench-train").fit()
     wall = time.perf_counter() - started
     if result.error is not None:
         raise SystemExit(f"the Ray Train run failed: {result.error}")
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         data = resolve_path(args.data) if args.data else str(Path(scratch) / "set")
         if not args.data:
             prepare_synthetic(
-                data, num_classes=8, train_per_class=32, test_per_class=4, progress=False
+                data, SyntheticCars(8, train_per_class=32, test_per_class=4), progress=False
             )
         config = TrainConfig(
             data=data,

@@ -4,21 +4,21 @@ Runs a one-trial smoke sweep (one worker, a tiny synthetic set) on a local Ray
 once per path, in the same process:
 
 - ``workers``: the trial drives a Ray Train worker group (a controller actor, a
-  placement group and a worker process), as every trial did before local mode;
-- ``local``: the trial trains in its own process (Ray Train's local mode, made
-  persistent by :mod:`cars.cluster.local_train`); what one-worker sweeps now run.
+  placement group and a worker process);
+- ``local``: the trial trains in its own process (:mod:`cars.cluster.trial`,
+  persisting its checkpoints itself); what one-worker sweeps run.
 
 Each trial's wall time is split on one clock (the worker's ``epoch_started_at``
-and ``eval_seconds`` metrics, the modification time of the snapshot Ray Train
-writes at each checkpoint, and this process's clock around ``Tuner.fit``):
+and ``eval_seconds`` metrics, the modification time of the run's last file
+written at its last checkpoint, and this process's clock around ``Tuner.fit``):
 
 - start-up: ``Tuner.fit`` called -> the first epoch's first training step;
 - training: the epochs' ``train_seconds`` (the rest of an epoch outside
   evaluation, a few milliseconds, is counted here too);
 - evaluation: the epochs' ``eval_seconds`` (precise BN and validation);
 - checkpointing: from each epoch's end to the next epoch's start, and for the
-  last epoch to the snapshot's last write (write, upload and report);
-- tear-down: the snapshot's last write -> ``Tuner.fit`` returned.
+  last epoch to the run's last write (write, upload and report);
+- tear-down: the run's last write -> ``Tuner.fit`` returned.
 
 The fixed cost is start-up + tear-down. The script also times, in fresh
 processes, the parts of start-up that are ours: starting Python, importing
@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from cars.cluster.runtime import init_ray
-from cars.cluster.sweep import create_tuner, plan_resources, train_run_name
-from cars.cluster.train import TRAIN_SNAPSHOT_FILE
-from cars.data import prepare_synthetic, read_dataset_info
+from cars.cluster.sweep import create_tuner, plan_resources
+from cars.data import SyntheticCars, prepare_synthetic, read_dataset_info
+from cars.runs import train_run_name
 from cars.sweep_config import SweepConfig, create_sweep_config
 
 PATHS = ("workers", "local")
@@ -102,20 +102,20 @@ def create_sweep(data: str, storage: str, name: str, args: argparse.Namespace) -
 
 
 def split_trial(
-    epochs: list[dict[str, Any]], snapshot_written: float, fit_started: float, fit_ended: float
+    epochs: list[dict[str, Any]], last_written: float, fit_started: float, fit_ended: float
 ) -> dict[str, float]:
     """A trial's wall time in :data:`PHASES`, from its epochs' metrics and the clock marks."""
     ends = [e["epoch_started_at"] + e["epoch_seconds"] for e in epochs]
     starts = [e["epoch_started_at"] for e in epochs]
     gaps = [start - end for end, start in zip(ends[:-1], starts[1:], strict=True)]
-    checkpointing = sum(gaps) + (snapshot_written - ends[-1])
+    checkpointing = sum(gaps) + (last_written - ends[-1])
     evaluation = sum(e["eval_seconds"] for e in epochs)
     return {
         "start-up": starts[0] - fit_started,
         "training": sum(e["epoch_seconds"] for e in epochs) - evaluation,
         "evaluation": evaluation,
         "checkpointing": checkpointing,
-        "tear-down": fit_ended - snapshot_written,
+        "tear-down": fit_ended - last_written,
         "total": fit_ended - fit_started,
     }
 
@@ -133,8 +133,9 @@ def run_trial(sweep: SweepConfig, local_mode: bool) -> dict[str, float]:
     frame = result.metrics_dataframe.sort_values("epoch")
     epochs = frame.drop_duplicates("epoch", keep="last").to_dict("records")
     run = Path(sweep.storage) / sweep.name / train_run_name(result.metrics["trial_id"])
-    snapshot_written = (run / TRAIN_SNAPSHOT_FILE).stat().st_mtime
-    return split_trial(epochs, snapshot_written, started, ended)
+    # The last checkpoint's history (in its own process), or Ray Train's snapshot after it.
+    last_written = max(f.stat().st_mtime for f in run.rglob("*") if f.is_file())
+    return split_trial(epochs, last_written, started, ended)
 
 
 def time_startup_parts(sweep: SweepConfig) -> dict[str, float]:
@@ -170,7 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("cars.learn.model").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="bench-trial-overhead-") as scratch:
         data = str(Path(scratch) / "set")
-        prepare_synthetic(data, num_classes=4, train_per_class=10, test_per_class=4, progress=False)
+        prepare_synthetic(
+            data, SyntheticCars(4, train_per_class=10, test_per_class=4), progress=False
+        )
         init_ray(num_cpus=2)
         figures: dict[str, dict[str, float]] = {}
         for path in paths:

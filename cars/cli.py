@@ -251,6 +251,16 @@ def create_sweep_parser() -> argparse.ArgumentParser:
             "write the report. Without --data, runs the built-in demo on synthetic cars."
         ),
     )
+    _add_sweep_location_options(parser)
+    _add_search_space_options(parser.add_argument_group("search space"))
+    _add_trial_options(parser.add_argument_group("each trial"))
+    _add_resource_options(parser)
+    _add_debug_option(parser)
+    return parser
+
+
+def _add_sweep_location_options(parser: argparse.ArgumentParser) -> None:
+    """What the sweep runs on, where it goes, and whether it resumes and reports."""
     parser.add_argument("--data", help="prepared data set (folder or URI); omit for the demo")
     parser.add_argument(
         "--preset",
@@ -273,7 +283,10 @@ def create_sweep_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-report", dest="report", action="store_false", help="stop after the sweep"
     )
-    space = parser.add_argument_group("search space")
+
+
+def _add_search_space_options(space: argparse._ArgumentGroup) -> None:
+    """What Tune draws each trial from."""
     space.add_argument("--regimes", nargs="+", choices=REGIMES)
     space.add_argument("--num-samples", type=int, help="trials per regime")
     space.add_argument(
@@ -293,7 +306,10 @@ def create_sweep_parser() -> argparse.ArgumentParser:
     space.add_argument(
         "--weights", type=_weights, help="pretrained weights of frozen/finetune (full: imagenet)"
     )
-    run = parser.add_argument_group("each trial")
+
+
+def _add_trial_options(run: argparse._ArgumentGroup) -> None:
+    """How each trial trains, stops early, recovers and is confirmed."""
     run.add_argument("--epochs", type=int)
     run.add_argument("--batch-size", type=int, help="global batch size")
     run.add_argument("--image-size", type=int)
@@ -319,9 +335,6 @@ def create_sweep_parser() -> argparse.ArgumentParser:
         help="retrain each regime's best configuration with K fresh seeds after the sweep "
         "(0: off; default: the preset's, 3 in full, 0 in demo and smoke)",
     )
-    _add_resource_options(parser)
-    _add_debug_option(parser)
-    return parser
 
 
 def parse_sweep_args(argv: Sequence[str] | None = None) -> SweepJob:

@@ -48,11 +48,12 @@ from pathlib import Path
 import ray
 
 from cars.cluster.resources import plan_trial_resources
-from cars.cluster.train import best_checkpoint, checkpoint_location, read_train_result, run_training
+from cars.cluster.train import run_training
 from cars.config import ConfigError, TrainConfig
-from cars.data import prepare_synthetic
+from cars.data import SyntheticCars, prepare_synthetic
 from cars.data.synthetic_drawing import USUAL_COLOUR_SHARE
 from cars.paths import PROJECT_ROOT
+from cars.runs import StoredRun, read_run
 from cars.storage import join_path
 from cars.sweep_config import DEMO_SOURCE_WEIGHTS, DemoSpec, SweepConfig
 
@@ -89,25 +90,27 @@ def prepare_demo_data(spec: DemoSpec, seed: int, root: Path = DEMO_DATA_DIR) -> 
     usual_colour_share = USUAL_COLOUR_SHARE
     if spec.usual_colour_share is not None:
         usual_colour_share = spec.usual_colour_share
-    sets = {}
+    target = SyntheticCars(
+        spec.num_classes,
+        spec.train_per_class,
+        spec.test_per_class,
+        seed=seed,
+        task="target",
+        usual_colour_share=usual_colour_share,
+    )
     # The source model is never tested (its validation picks its checkpoint): no test images.
-    for task, classes, per_class, test_per_class, val_fraction in (
-        ("target", spec.num_classes, spec.train_per_class, spec.test_per_class, spec.val_fraction),
-        ("source", spec.source_classes, spec.source_train_per_class, 0, source_val_fraction),
-    ):
-        out = folder / task
+    source = target.replace(
+        num_classes=spec.source_classes,
+        train_per_class=spec.source_train_per_class,
+        test_per_class=0,
+        task="source",
+    )
+    sets = {}
+    for cars, val_fraction in ((target, spec.val_fraction), (source, source_val_fraction)):
+        out = folder / cars.task
         if not (out / "dataset.json").exists():
-            prepare_synthetic(
-                out,
-                num_classes=classes,
-                train_per_class=per_class,
-                test_per_class=test_per_class,
-                seed=seed,
-                task=task,
-                val_fraction=val_fraction,
-                usual_colour_share=usual_colour_share,
-            )
-        sets[task] = str(out)
+            prepare_synthetic(out, cars, val_fraction=val_fraction)
+        sets[cars.task] = str(out)
     return sets["target"], sets["source"]
 
 
@@ -149,20 +152,18 @@ def pretrain_source_model(sweep: SweepConfig, demo: DemoSpec, source_data: str) 
     storage = join_path(sweep.storage, PRETRAINED_DIR)
     run_path = join_path(storage, name)
     # A run cut short before its last epoch is trained again, from its last checkpoint.
-    previous = read_train_result(run_path)
-    if previous is not None and (previous.metrics or {}).get("epoch") == config.epochs:
+    previous = read_run(run_path)
+    if previous.finished(config.epochs):
         logger.info("Reusing the source model in %s", run_path)
         return _best_checkpoint_path(previous)
-    result = run_training(config, storage_path=storage, name=name)
-    return _best_checkpoint_path(result)
+    return _best_checkpoint_path(run_training(config, storage_path=storage, name=name))
 
 
-def _best_checkpoint_path(result: ray.train.Result) -> str:
-    best = best_checkpoint(result)
-    checkpoint = best[0] if best is not None else result.checkpoint
+def _best_checkpoint_path(run: StoredRun) -> str:
+    checkpoint = run.best or run.latest
     if checkpoint is None:
-        raise RuntimeError(f"the source model's run at {result.path} left no checkpoint")
-    return checkpoint_location(checkpoint)
+        raise RuntimeError(f"the source model's run at {run.path} left no checkpoint")
+    return checkpoint.location
 
 
 def prepare_demo(sweep: SweepConfig) -> DemoInputs:

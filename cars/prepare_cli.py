@@ -14,6 +14,7 @@ from cars.data import (
     MAX_SIDE,
     VAL_FRACTION,
     PrepareResult,
+    SyntheticCars,
     prepare_dataset,
     prepare_synthetic,
 )
@@ -69,13 +70,16 @@ def run_prepare(a: argparse.Namespace) -> PrepareResult:
     Raises:
         DataError: bad input, as :func:`cars.data.prepare_dataset` says.
     """
-    common = {"max_side": a.max_side, "val_fraction": a.val_fraction, "seed": a.seed}
+    common = {"max_side": a.max_side, "val_fraction": a.val_fraction}
     common |= {"force": a.force, "progress": not a.no_progress}
     if a.synthetic:
-        drawing = {"num_classes": a.num_classes, "train_per_class": a.train_per_class}
-        drawing |= {"test_per_class": a.test_per_class, "task": a.task}
+        cars = SyntheticCars(
+            a.num_classes, a.train_per_class, a.test_per_class, seed=a.seed, task=a.task
+        )
         keep = a.keep_source and resolve_path(a.keep_source)
-        return prepare_synthetic(resolve_path(a.out), source_dir=keep, **drawing, **common)
+        return prepare_synthetic(resolve_path(a.out), cars, source_dir=keep, **common)
     labels = a.test_labels and resolve_path(a.test_labels)
     reading = {"layout": a.layout, "test_labels": labels, "name": a.name, "strict": a.strict}
-    return prepare_dataset(resolve_path(a.source), resolve_path(a.out), **reading, **common)
+    return prepare_dataset(
+        resolve_path(a.source), resolve_path(a.out), seed=a.seed, **reading, **common
+    )

@@ -118,6 +118,45 @@ def exists(path: str) -> bool:
     return filesystem.get_file_info(fs_path).type != pyarrow.fs.FileType.NotFound
 
 
+def list_files(folder: str) -> list[str]:
+    """Every file under ``folder`` (local or a URI), as paths relative to it, sorted.
+
+    Names that start with a dot (a write in progress, see :func:`atomic_path`) are
+    left out, as is everything under such a folder. A missing folder has no files.
+    """
+    if is_uri(folder):
+        filesystem, fs_path = pyarrow.fs.FileSystem.from_uri(folder)
+        base = fs_path.rstrip("/")
+        selector = pyarrow.fs.FileSelector(base, recursive=True, allow_not_found=True)
+        infos = filesystem.get_file_info(selector)
+        names = [
+            info.path[len(base) :].lstrip("/")
+            for info in infos
+            if info.type == pyarrow.fs.FileType.File
+        ]
+    else:
+        root = Path(folder)
+        names = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+    return sorted(n for n in names if not any(part.startswith(".") for part in n.split("/")))
+
+
+def remove(path: str) -> None:
+    """Delete a file or a folder with everything in it, locally or at a URI; gone is fine."""
+    if not is_uri(path):
+        target = Path(path)
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+        return
+    filesystem, fs_path = pyarrow.fs.FileSystem.from_uri(path)
+    kind = filesystem.get_file_info(fs_path).type
+    if kind == pyarrow.fs.FileType.Directory:
+        filesystem.delete_dir(fs_path)
+    elif kind == pyarrow.fs.FileType.File:
+        filesystem.delete_file(fs_path)
+
+
 def location_of(filesystem: pyarrow.fs.FileSystem, path: str) -> str:
     """A path on ``filesystem`` as a location: a local path, or a URI with its scheme.
 

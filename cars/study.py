@@ -1,4 +1,4 @@
-"""The main job end to end: data (or the demo's), the sweep or its resumption, the report."""
+"""The jobs end to end: data (or the demo's), the sweep or its resumption, the report."""
 
 from __future__ import annotations
 
@@ -7,26 +7,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import ray.train
 
-from cars.cli import ReportError, SweepJob, TrainJob
+from cars.cli import ReportError, ReportJob, SweepJob, TrainJob
 from cars.cluster.confirm import run_confirm
 from cars.cluster.runtime import init_ray
-from cars.cluster.sweep import (
-    SWEEP_CONFIG_FILE,
-    SweepOutcome,
-    resume_sweep,
-    run_sweep,
-    tensorboard_command,
-)
-from cars.cluster.train import run_training
+from cars.cluster.sweep import SweepOutcome, resume_sweep, run_sweep, tensorboard_command
+from cars.cluster.train import TrainingError, run_training
 from cars.config import METRIC
 from cars.data import read_dataset_info
 from cars.demo import prepare_demo
 from cars.learn.model import check_weights
 from cars.paths import is_uri
-from cars.report import write_report
+from cars.report import ReportOutcome, write_report
 from cars.report.results import SWEPT, read_sweep_results, select_regime_bests
+from cars.runs import SWEEP_CONFIG_FILE, StoredRun, read_run, read_sweep_config
 from cars.storage import exists, join_path
 from cars.sweep_config import DEMO_SOURCE_WEIGHTS
 
@@ -131,10 +125,31 @@ def _write_report(outcome: SweepOutcome, job: SweepJob) -> str:
         raise ReportError(outcome.path, job.reports, error) from error
 
 
-def run_train_job(job: TrainJob) -> ray.train.Result:
+@dataclass(frozen=True)
+class TrainOutcome:
+    """Where a training run went (a folder or a URI), what it stored, and how it ended."""
+
+    path: str
+    run: StoredRun
+    error: Exception | None
+
+
+def run_train_job(job: TrainJob) -> TrainOutcome:
     """One training run without Tune."""
     read_dataset_info(job.config.data)
     if job.config.weights is not None:
         check_weights(job.config.weights)
     init_ray()
-    return run_training(job.config, storage_path=job.storage, name=job.name)
+    path = join_path(job.storage, job.name)
+    try:
+        run_training(job.config, storage_path=job.storage, name=job.name)
+    except TrainingError as error:
+        return TrainOutcome(path, read_run(path), error)
+    return TrainOutcome(path, read_run(path), None)
+
+
+def run_report_job(job: ReportJob) -> ReportOutcome:
+    """Write a sweep's report; a GPU sweep's test scores run on the cluster's GPUs, joined here."""
+    if read_sweep_config(job.sweep).use_gpu:
+        init_ray()
+    return write_report(job.sweep, job.reports, job.gradcam_images)

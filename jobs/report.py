@@ -9,14 +9,14 @@ import sys
 from collections.abc import Sequence
 
 from cars.cli import exit_on_user_error, parse_report_args
-from cars.report import write_report
+from cars.study import run_report_job
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write the report; print where it went and what it lacks."""
     with exit_on_user_error(argv):
         job = parse_report_args(argv)
-        outcome = write_report(job.sweep, job.reports, job.gradcam_images)
+        outcome = run_report_job(job)
     for missing in outcome.missing:
         print(f"missing: {missing}")
     print(f"Report: {outcome.path}/summary.md")

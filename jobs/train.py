@@ -9,7 +9,6 @@ import sys
 from collections.abc import Sequence
 
 from cars.cli import exit_on_user_error, parse_train_args
-from cars.cluster.train import best_checkpoint, checkpoint_location
 from cars.config import METRIC, TIE_BREAK
 from cars.study import run_train_job
 
@@ -23,11 +22,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: the run failed: {result.error}", file=sys.stderr)
         return 1
     print(f"\nResult: {result.path}")
-    last = result.checkpoint
-    print(f"Last checkpoint: {checkpoint_location(last) if last else 'none'}")
-    best = best_checkpoint(result)
+    last, best = result.run.latest, result.run.best
+    print(f"Last checkpoint: {last.location if last else 'none'}")
     if best is not None:
-        print(f"Best checkpoint ({METRIC}, then {TIE_BREAK}): {checkpoint_location(best[0])}")
+        print(f"Best checkpoint ({METRIC}, then {TIE_BREAK}): {best.location}")
     return 0
 
 

@@ -28,9 +28,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A raw synthetic Stanford Cars folder (devkit layout, test labels included)."""
-    from cars.data import write_synthetic_cars
+    from cars.data import SyntheticCars, write_synthetic_cars
 
-    return write_synthetic_cars(tmp_path_factory.mktemp("synthetic") / "cars", **TINY_SET)
+    return write_synthetic_cars(
+        tmp_path_factory.mktemp("synthetic") / "cars", SyntheticCars(**TINY_SET)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -46,12 +48,11 @@ def prepared_set(synthetic_source: Path, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture(scope="session")
 def prepared_source_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared set of 4 source classes, disjoint from ``prepared_set``'s, for pretraining."""
-    from cars.data import prepare_synthetic
+    from cars.data import SyntheticCars, prepare_synthetic
 
     out = tmp_path_factory.mktemp("prepared") / "synthetic-source"
-    prepare_synthetic(
-        out, **TINY_SET, task="source", val_fraction=TINY_VAL_FRACTION, progress=False
-    )
+    source = SyntheticCars(**TINY_SET, task="source")
+    prepare_synthetic(out, source, val_fraction=TINY_VAL_FRACTION, progress=False)
     return out
 
 

@@ -5,13 +5,13 @@ its rivals may be luck. With ``SweepConfig.confirm`` = K, once the sweep is
 done a second Tune experiment in the sweep's folder, ``confirm/``, trains each
 regime's winning configuration (learning rate, depth, augmentation) with K new
 seeds, to the last epoch (no early stopping: these runs are measured, not
-searched). Its trials are ordinary Tune trials of :func:`cars.cluster.sweep.train_driver_fn`,
-so ``--resume`` restores an interrupted confirmation like the sweep itself.
+searched). Its trials run the sweep's trainable (:mod:`cars.cluster.trial`), in
+the trial's own process or driving a worker group as the sweep's do, so
+``--resume`` restores an interrupted confirmation like the sweep itself.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,19 +23,12 @@ import ray.tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from cars.cluster.resources import TrialResources
-from cars.cluster.sweep import (
-    CONFIRM_DIR,
-    SWEEP_CONFIG_FILE,
-    confirm_path,
-    create_trainable,
-    plan_resources,
-    read_sweep_config,
-    restore_tuner,
-    train_driver_fn,
-)
+from cars.cluster.sweep import create_sweep_trainable, plan_resources
+from cars.cluster.trial import restore_tuner, trial_failure_config
 from cars.config import BEST_SCORE, SCORE_MODE
 from cars.report.repeats import REPEATED
 from cars.report.results import read_sweep_results, select_regime_bests
+from cars.runs import CONFIRM_DIR, SWEEP_CONFIG_FILE, confirm_path, read_sweep_config
 from cars.storage import join_path, write_text
 from cars.sweep_config import SweepConfig
 
@@ -81,13 +74,6 @@ class WinnerValue:
         return self.winners[config["regime"]][self.key]
 
 
-def confirm_driver_fn(config: dict[str, Any], base: dict[str, Any], train_storage: str) -> None:
-    """A confirmation trial: the sweep's trial driver on the winner's settings and a new seed."""
-    train_driver_fn(
-        {k: v for k, v in config.items() if k != CONFIRMS}, base=base, train_storage=train_storage
-    )
-
-
 def _trial_name(trial: Any) -> str:
     return f"confirm_{trial.config['regime']}_{trial.trial_id}"
 
@@ -114,7 +100,7 @@ def create_confirm_tuner(
 ) -> ray.tune.Tuner:
     """A ``Tuner`` of every winner x every seed, each run to the end, in ``confirm/``."""
     return ray.tune.Tuner(
-        create_trainable(sweep, resources, confirm_path(sweep_path), confirm_driver_fn),
+        create_sweep_trainable(sweep, resources, confirm_path(sweep_path)),
         param_space=create_confirm_param_space(winners, seeds),
         tune_config=ray.tune.TuneConfig(
             metric=BEST_SCORE,
@@ -123,7 +109,12 @@ def create_confirm_tuner(
             trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name,
         ),
-        run_config=ray.tune.RunConfig(name=CONFIRM_DIR, storage_path=sweep_path, verbose=1),
+        run_config=ray.tune.RunConfig(
+            name=CONFIRM_DIR,
+            storage_path=sweep_path,
+            verbose=1,
+            failure_config=trial_failure_config(sweep.max_failures, resources),
+        ),
     )
 
 
@@ -138,9 +129,7 @@ def run_confirm(sweep_path: str) -> ray.tune.ResultGrid | None:
     if sweep.confirm == 0:
         return None
     path = confirm_path(sweep_path)
-    # Confirmation trials run their own driver (it names the repeat), so they keep
-    # the worker group even where the sweep's one-worker trials ran in local mode.
-    resources = dataclasses.replace(plan_resources(sweep), local_mode=False)
+    resources = plan_resources(sweep)
     trials = read_sweep_results(sweep_path).trials
     winners = select_winners(trials)
     if not winners:
@@ -148,8 +137,11 @@ def run_confirm(sweep_path: str) -> ray.tune.ResultGrid | None:
         return None
     seeds = draw_confirm_seeds(sweep, {int(s) for s in trials["seed"].dropna()})
     if ray.tune.Tuner.can_restore(path):
-        trainable = create_trainable(sweep, resources, path, confirm_driver_fn)
-        return restore_tuner(path, trainable, create_confirm_param_space(winners, seeds)).fit()
+        return restore_tuner(
+            path,
+            lambda name: create_sweep_trainable(sweep, resources, path, name),
+            create_confirm_param_space(winners, seeds),
+        ).fit()
     logger.info(
         "confirming %s with seeds %s",
         ", ".join(f"{r} ({w[CONFIRMS]})" for r, w in winners.items()),

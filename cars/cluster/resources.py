@@ -6,10 +6,12 @@ driver, so if it started more drivers than the cluster has room for worker
 groups, the extra groups would wait until Train's start-up time-out and fail.
 ``max_concurrent_trials`` therefore follows from the worker groups' needs.
 
-A one-worker trial trains in its own process instead (Ray Train's local mode,
-see :mod:`cars.cluster.local_train`): no controller, placement group or worker process
-to start and stop. Tune then reserves the worker's CPUs and GPU for the trial
-itself, and Ray's ``CUDA_VISIBLE_DEVICES`` for that process names its GPU.
+A one-worker trial trains in its own process instead (``local_mode``, see
+:mod:`cars.cluster.trial`): no controller, placement group or worker process to
+start and stop. Tune then reserves the worker's CPUs and GPU for the trial
+itself, and Ray's ``CUDA_VISIBLE_DEVICES`` for that process names its GPU
+(:func:`cars.cluster.session.choose_device`). This module is where that choice
+is made, once, for the sweep and its confirmation.
 """
 
 from __future__ import annotations
@@ -27,19 +29,39 @@ logger = logging.getLogger(__name__)
 DRIVER_RESOURCES: dict[str, float] = {"CPU": 0, "memory": 256 * 1024**2}
 
 
+def trains_in_process(num_workers: int) -> bool:
+    """Whether a run of ``num_workers`` trains in its own process rather than a worker group.
+
+    The one place that chooses: a one-worker run gains nothing from a worker group
+    (no data parallelism) and pays its start and stop, a Train controller and a
+    placement group, on every trial.
+    """
+    return num_workers == 1
+
+
 class ResourceError(ValueError):
     """The cluster can never hold one trial as configured."""
 
 
 @dataclass(frozen=True)
 class TrialResources:
-    """One trial's reservation and how many trials run at once."""
+    """One trial's reservation and how many trials run at once.
+
+    ``local_mode``: the trial trains in its own process (one worker) instead of
+    driving a Ray Train worker group (:mod:`cars.cluster.trial`).
+    """
 
     num_workers: int
     cpus_per_worker: float
     use_gpu: bool
     max_concurrent_trials: int
     local_mode: bool = False
+
+    def __post_init__(self) -> None:
+        if self.local_mode and self.num_workers != 1:
+            raise ResourceError(
+                f"a trial trains in its own process with one worker, not {self.num_workers}"
+            )
 
     def trial_reservation(self) -> dict[str, float]:
         """What Tune reserves for each trial's own process."""
@@ -65,7 +87,6 @@ def plan_trial_resources(
     cpus_per_worker: float,
     use_gpu: bool,
     max_concurrent_trials: int | None = None,
-    local_mode: bool | None = None,
 ) -> TrialResources:
     """Fit one trial's worker group to the cluster and derive the trial concurrency.
 
@@ -73,9 +94,6 @@ def plan_trial_resources(
         cluster: the cluster's total resources, as ``ray.cluster_resources()``.
         max_concurrent_trials: an explicit limit, e.g. for an autoscaling cluster
             whose GPU nodes do not exist yet.
-        local_mode: train in the trial's own process; by default exactly when a
-            trial has one worker (``False`` keeps a worker group, as
-            ``benchmarks/bench_trial_overhead.py`` compares).
 
     Raises:
         ResourceError: a CPU-only cluster too small for even a fraction of a CPU
@@ -111,8 +129,6 @@ def plan_trial_resources(
             )
         cpus_per_worker = fitted
         concurrency = max(1, math.floor(total_cpus / (num_workers * cpus_per_worker) + 1e-9))
-    if local_mode and num_workers != 1:
-        raise ResourceError(f"local mode trains one worker per trial, not {num_workers}")
     if max_concurrent_trials is not None:
         if max_concurrent_trials < 1:
             raise ResourceError(f"max_concurrent_trials={max_concurrent_trials} must be at least 1")
@@ -122,5 +138,5 @@ def plan_trial_resources(
         cpus_per_worker=cpus_per_worker,
         use_gpu=use_gpu,
         max_concurrent_trials=concurrency,
-        local_mode=num_workers == 1 if local_mode is None else local_mode,
+        local_mode=trains_in_process(num_workers),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import ray
 
@@ -13,6 +14,8 @@ logger = logging.getLogger(__name__)
 _RAY_LOGGING_LEVEL = logging.WARNING
 
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+# The flag with which every raylet names its cluster's GCS on its command line.
+_GCS_FLAG = "--gcs-address="
 
 
 def init_ray(num_cpus: int | None = None) -> None:
@@ -27,33 +30,39 @@ def init_ray(num_cpus: int | None = None) -> None:
     # Ray Train copies workers' prints into its own log *and* the console, so
     # every epoch line would show twice; plain stdout is forwarded once.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    if starts_local_instance():
-        # Ray Train's preemption watcher (one more actor per run, polling every
-        # node) catches spot nodes being reclaimed; a Ray instance of this job
-        # alone, on this machine, has none. Its processes inherit this setting.
-        os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
+    # Ray Train's preemption watcher (one more actor per run, polling every node)
+    # catches spot nodes being reclaimed; a Ray instance of this job alone, on this
+    # machine, has none. Only an instance that ray.init starts here inherits this
+    # process's environment: the processes of a cluster it joins keep their own.
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     ray.init(num_cpus=num_cpus, logging_level=_RAY_LOGGING_LEVEL)
     _warn_about_other_local_instances()
 
 
-def starts_local_instance() -> bool:
-    """Whether ``ray.init()`` starts a new local Ray, rather than joining a cluster.
+def find_local_gcs_addresses(proc: Path = Path("/proc")) -> set[str]:
+    """The GCS address of every Ray instance whose raylet runs on this machine.
 
-    Ray joins ``RAY_ADDRESS`` or the cluster of the last ``ray start`` on this
-    machine, and starts its own instance only when there is neither.
+    Read from the raylets' command lines (Linux's ``/proc``), as ``ray start``
+    finds running instances; elsewhere, or where a process cannot be read, none.
     """
-    try:
-        return ray._private.services.canonicalize_bootstrap_address(None) is None
-    except Exception:  # a private API: when unsure, assume a cluster and change nothing
-        return False
+    addresses = set()
+    for cmdline in proc.glob("[0-9]*/cmdline"):
+        try:
+            arguments = cmdline.read_bytes().split(b"\0")
+        except OSError:  # the process ended, or is not ours to read
+            continue
+        if not arguments or not arguments[0].endswith(b"raylet"):
+            continue
+        for argument in arguments:
+            text = argument.decode(errors="replace")
+            if text.startswith(_GCS_FLAG):
+                addresses.add(text.removeprefix(_GCS_FLAG))
+    return addresses
 
 
 def _warn_about_other_local_instances() -> None:
     """Several local Ray instances break the state API that Train's cleanup relies on."""
-    try:
-        others = set(ray._private.services.find_gcs_addresses())
-    except Exception:  # a private API: never let the check itself fail a job
-        return
+    others = find_local_gcs_addresses()
     others.discard(ray.get_runtime_context().gcs_address)
     if others:
         logger.warning(

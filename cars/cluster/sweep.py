@@ -1,23 +1,17 @@
-"""Ray Tune glue: the search space, the trial driver and the ``Tuner`` of a sweep.
+"""Ray Tune glue: the search space and the ``Tuner`` of a sweep, and starting or resuming it.
 
-Each trial is a Tune function trainable, :func:`train_driver_fn`, that builds
-and fits a ``TorchTrainer`` whose ``TuneReportCallback`` forwards every epoch's
-metrics to Tune (Ray 2.60's Train V2 pattern; ``Tuner(trainer)`` is gone).
-The Train run is named after the trial id, so a restored sweep resumes each
-unfinished trial's Train run from its last checkpoint. Tune's TensorBoard logger
+Every trial runs :func:`cars.cluster.trial.train_driver_fn`, Tune's function
+trainable (in the trial's own process for one worker, else driving a Ray Train
+worker group). Its run is named after the trial id, so a restored sweep resumes
+each unfinished trial's run from its last checkpoint. Tune's TensorBoard logger
 writes every trial's curves to ``<storage>/<sweep>/<regime>_<trial id>/`` as
-the sweep runs (``tensorboard --logdir <storage>/<sweep>``).
-
-A one-worker trial is a :class:`LocalTrial` instead: the same Train run in Ray
-Train's local mode, in the trial's own process (:mod:`cars.cluster.local_train`), which
-saves the start and end of a controller and a worker group on every trial.
+the sweep runs (``tensorboard --logdir <storage>/<sweep>``). Where the runs lie
+and how they read back is :mod:`cars.runs`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,40 +19,30 @@ from typing import Any
 import numpy as np
 import ray
 import ray.tune
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.logger import TBXLoggerCallback
-from ray.tune.result import RESULT_DUPLICATE
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from cars.cluster.local_train import LocalTrainRun
 from cars.cluster.resources import TrialResources, plan_trial_resources
 from cars.cluster.scheduler import RegimeASHAScheduler, trial_regime
-from cars.cluster.train import create_local_trainer, create_trainer, read_train_result
-from cars.config import BEST_SCORE, METRIC, MODE, SCORE_MODE, TrainConfig, selection_scores
-from cars.learn.history import read_checkpoint_history
+from cars.cluster.trial import (
+    TRAINABLE_NAMES,
+    create_trainable,
+    restore_tuner,
+    trial_failure_config,
+    trial_train_config,
+)
+from cars.config import BEST_SCORE, METRIC, MODE, SCORE_MODE
 from cars.paths import FEATURES_DIR
-from cars.storage import exists, join_path, read_text, write_text
+from cars.runs import SWEEP_CONFIG_FILE, read_sweep_config
+from cars.storage import join_path, write_text
 from cars.sweep_config import SweepConfig
 
 logger = logging.getLogger(__name__)
 
-SWEEP_CONFIG_FILE = "sweep.json"
-# The confirmation stage's Tune experiment, inside the sweep's folder (cars.cluster.confirm).
-CONFIRM_DIR = "confirm"
 # Tune writes each trial's files (TensorBoard events among them) in a staging
 # folder and copies them to the storage at most every sync period, 5 minutes by
 # default: too slow to watch a sweep live. The copy is of small files.
 LIVE_SYNC_PERIOD_S = 30
-
-
-def train_run_name(trial_id: str) -> str:
-    """The Train run of a trial: deterministic, so that a restored trial resumes it."""
-    return f"train-{trial_id}"
-
-
-def confirm_path(sweep_path: str) -> str:
-    """Where a sweep's confirmation experiment and its Train runs live."""
-    return join_path(sweep_path, CONFIRM_DIR)
 
 
 # Seeds a trial's learning-rate and depth draws. Tune's own ``loguniform`` cannot
@@ -129,41 +113,6 @@ def create_base_config(sweep: SweepConfig, resources: TrialResources) -> dict[st
     return config.replace(feature_store=feature_store(sweep)).to_dict()
 
 
-def trial_train_config(config: dict[str, Any], base: dict[str, Any]) -> TrainConfig:
-    """The ``TrainConfig`` of one trial: the shared settings with its draws."""
-    weights = None if config["regime"] == "scratch" else base["weights"]
-    draws = {k: v for k, v in config.items() if k != SAMPLE_SEED}
-    return TrainConfig.from_dict({**base, **draws, "weights": weights})
-
-
-def train_driver_fn(config: dict[str, Any], base: dict[str, Any], train_storage: str) -> None:
-    """A Tune trial: run one Ray Train run and forward its epochs to Tune.
-
-    Args:
-        config: the trial's draws (regime, seed, lr, trainable_blocks, augment).
-        base: the shared ``TrainConfig`` fields.
-        train_storage: where the sweep's Train runs live.
-    """
-    trial_id = ray.tune.get_context().get_trial_id()
-    train_config = trial_train_config(config, base)
-    name = train_run_name(trial_id)
-    finished = read_finished_run(join_path(train_storage, name), train_config.epochs)
-    if finished is not None:
-        # The Train run ended before Tune recorded it (the sweep was stopped in
-        # between): fitting again would report nothing, so hand Tune the epochs
-        # the run recorded instead of training again.
-        for count in range(1, len(finished) + 1):
-            ray.tune.report({**finished[count - 1], **selection_scores(finished[:count])})
-        return
-    trainer = create_trainer(
-        train_config,
-        storage_path=train_storage,
-        name=name,
-        callbacks=[TuneReportCallback()],
-    )
-    trainer.fit()
-
-
 @ray.remote
 def _prepare_features_task(loop_config: dict[str, Any]) -> str:
     from cars.cluster.worker import prepare_features
@@ -198,111 +147,15 @@ def prepare_shared_features(sweep: SweepConfig, resources: TrialResources) -> No
     logger.info("frozen trials share one %s", ray.get(task.remote(config.to_dict())))
 
 
-def read_finished_run(path: str, epochs: int) -> list[dict[str, Any]] | None:
-    """The epochs of the Train run at ``path`` if it ran all ``epochs``; else ``None``."""
-    result = read_train_result(path)
-    if result is None or result.checkpoint is None:
-        return None
-    history = read_checkpoint_history(result.checkpoint)
-    if not history or history[-1]["epoch"] < epochs:
-        return None
-    return history
-
-
-class LocalTrial(ray.tune.Trainable):
-    """A one-worker trial: :func:`train_driver_fn`'s Train run, in the trial's own process.
-
-    A class trainable because ``ray.train`` refuses to run in a function
-    trainable's process; each ``step`` hands Tune one epoch of the run.
-    """
-
-    def setup(self, config: dict[str, Any], base: dict[str, Any], train_storage: str) -> None:
-        train_config = trial_train_config(config, base)
-        if not train_config.use_gpu:
-            # Ray leaves every GPU visible to a process that reserved none, and
-            # local mode trains on the first GPU that CUDA shows.
-            os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        name = train_run_name(self.trial_id)
-        self._last: dict[str, Any] | None = None
-        self._run: LocalTrainRun | None = None
-        # A Train run that ended before Tune recorded it is handed over, not run again.
-        self._recorded = read_finished_run(join_path(train_storage, name), train_config.epochs)
-        if self._recorded is None:
-            self._run = LocalTrainRun(
-                lambda on_report: create_local_trainer(
-                    train_config, storage_path=train_storage, name=name, on_report=on_report
-                )
-            )
-
-    def step(self) -> dict[str, Any]:
-        if self._run is not None:
-            report = self._run.next_report()
-        else:
-            report = self._recorded.pop(0) if self._recorded else None
-        if report is None:
-            if self._last is None:
-                raise RuntimeError(f"trial {self.trial_id}'s Train run ended without a report")
-            # How Tune's function trainables end: the last result again, marked.
-            return {**self._last, RESULT_DUPLICATE: True}
-        self._last = report
-        return dict(report)
-
-    def save_checkpoint(self, checkpoint_dir: str) -> None:
-        # The trial's state is its Train run's, stored with every epoch; a
-        # restarted trial resumes from there.
-        return None
-
-    def load_checkpoint(self, checkpoint: Any) -> None:
-        return None
-
-    def cleanup(self) -> None:
-        if self._run is not None:
-            self._run.stop()
-
-
 def _trial_name(trial: Any) -> str:
     return f"{trial_regime(trial.config)}_{trial.trial_id}"
 
 
-def create_trainable(
-    sweep: SweepConfig, resources: TrialResources, path: str, driver: Any = train_driver_fn
+def create_sweep_trainable(
+    sweep: SweepConfig, resources: TrialResources, path: str, name: str = TRAINABLE_NAMES[0]
 ) -> Any:
-    """Tune's trainable with the trials' shared settings, Train runs in ``path``.
-
-    One-worker trials in local mode are a :class:`LocalTrial`; others ``driver``.
-    """
-    if resources.local_mode:
-        driver = LocalTrial
-    trial = ray.tune.with_parameters(
-        driver, base=create_base_config(sweep, resources), train_storage=path
-    )
-    return ray.tune.with_resources(trial, resources.trial_reservation())
-
-
-def trial_max_failures(sweep: SweepConfig, resources: TrialResources) -> int:
-    """How often Tune restarts a failed trial.
-
-    A trial in local mode also fails where a worker group would have been
-    restarted by Train's ``FailureConfig``, so it gets both budgets.
-    """
-    if not resources.local_mode or sweep.max_failures < 0:
-        return sweep.max_failures
-    return 2 * sweep.max_failures
-
-
-def restore_tuner(path: str, trainable: Any, param_space: dict[str, Any]) -> ray.tune.Tuner:
-    """The interrupted Tune experiment at ``path``: unfinished and errored trials continue.
-
-    Tune does not store the search space; without it, trials it had not started
-    keep their sampled values as unresolved placeholders and fail.
-    """
-    return ray.tune.Tuner.restore(
-        path,
-        trainable=trainable,
-        param_space=param_space,
-        resume_unfinished=True,
-        resume_errored=True,
-    )
+    """The sweep's trainable (:func:`cars.cluster.trial.create_trainable`), runs in ``path``."""
+    return create_trainable(create_base_config(sweep, resources), resources, path, name)
 
 
 def create_tuner(sweep: SweepConfig, resources: TrialResources) -> ray.tune.Tuner:
@@ -315,7 +168,7 @@ def create_tuner(sweep: SweepConfig, resources: TrialResources) -> ray.tune.Tune
         mode=MODE,
     )
     return ray.tune.Tuner(
-        create_trainable(sweep, resources, join_path(sweep.storage, sweep.name)),
+        create_sweep_trainable(sweep, resources, join_path(sweep.storage, sweep.name)),
         param_space=create_param_space(sweep),
         tune_config=ray.tune.TuneConfig(
             # Trials rank by their best epoch so far (Tune's progress table and
@@ -335,17 +188,10 @@ def create_tuner(sweep: SweepConfig, resources: TrialResources) -> ray.tune.Tune
         run_config=ray.tune.RunConfig(
             name=sweep.name,
             storage_path=sweep.storage,
-            # A trial whose driver (with its Train controller) was on a lost node
-            # starts again elsewhere; its Train run resumes from its checkpoint.
-            failure_config=ray.tune.FailureConfig(
-                max_failures=trial_max_failures(sweep, resources)
-            ),
+            failure_config=trial_failure_config(sweep.max_failures, resources),
             verbose=1,
             callbacks=[TBXLoggerCallback()],
             sync_config=ray.tune.SyncConfig(sync_period=LIVE_SYNC_PERIOD_S),
-            # A class trainable would be saved at its end, by default: an empty
-            # Tune checkpoint beside the Train run's.
-            checkpoint_config=ray.tune.CheckpointConfig(checkpoint_at_end=False),
         ),
     )
 
@@ -396,22 +242,11 @@ def run_sweep(sweep: SweepConfig) -> SweepOutcome:
     return SweepOutcome(path=path, results=results)
 
 
-def read_sweep_config(path: str) -> SweepConfig:
-    """The config a sweep was started with."""
-    config_path = join_path(path, SWEEP_CONFIG_FILE)
-    if not exists(config_path):
-        raise FileNotFoundError(
-            f"{path} is not a sweep of this project ({SWEEP_CONFIG_FILE} is missing); "
-            "pass the sweep's folder, <storage>/<name>, e.g. runs/demo-20260101-120000"
-        )
-    return SweepConfig.from_dict(json.loads(read_text(config_path)))
-
-
 def resume_sweep(path: str) -> SweepOutcome:
     """Restore an interrupted sweep: finished trials stay, unfinished ones continue.
 
-    Each unfinished trial's driver starts again and its Train run, found by
-    name, resumes from its last checkpoint. Errored trials resume too, so a
+    Each unfinished trial starts again and its run, found by name, resumes
+    from its last checkpoint. Errored trials resume too, so a
     sweep cut short by a lost node finishes on the next try.
     """
     if not ray.tune.Tuner.can_restore(path):
@@ -422,6 +257,9 @@ def resume_sweep(path: str) -> SweepOutcome:
     sweep = read_sweep_config(path)
     resources = plan_resources(sweep)
     prepare_shared_features(sweep, resources)
-    trainable = create_trainable(sweep, resources, path)
-    tuner = restore_tuner(path, trainable, create_param_space(sweep))
+    tuner = restore_tuner(
+        path,
+        lambda name: create_sweep_trainable(sweep, resources, path, name),
+        create_param_space(sweep),
+    )
     return SweepOutcome(path=path, results=tuner.fit())

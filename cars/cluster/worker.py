@@ -1,28 +1,28 @@
-"""The training loop each Ray Train worker runs.
+"""The training loop of a run's every worker: train, evaluate, report, checkpoint.
 
-The loop itself lives in :mod:`cars.learn.engine` and knows nothing of Ray; this
-module shards the data, wraps the model for DDP, reports each epoch's metrics
-with a checkpoint, and resumes from ``ray.train.get_checkpoint()`` after a
-restart. Only the workers import it (see :func:`cars.cluster.train.train_fn_per_worker`).
+The epoch itself lives in :mod:`cars.learn.engine` and knows nothing of Ray; this
+module shards the data, builds the model, optimizer and loaders, resumes from the
+session's checkpoint, and reports each epoch with a checkpoint. Where it runs is
+its :class:`~cars.cluster.session.TrainSession`'s business: a Ray Train worker
+(:func:`cars.cluster.train.train_fn_per_worker`) or a one-worker trial's own
+process (:func:`cars.cluster.trial.train_driver_fn`). Only those processes
+import it: it loads torch, timm and the data pipeline.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
 import math
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
-import ray.train
-import ray.train.torch
 import torch
 from timm.utils import random_seed, unwrap_model
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from cars.cluster.session import TrainSession, choose_device, resolve_loader_workers
 from cars.config import METRIC, TrainConfig, selection_scores
 from cars.data import (
     CarsDataset,
@@ -44,25 +44,13 @@ from cars.learn.features import (
 from cars.learn.history import write_history
 from cars.learn.model import build_model, count_parameters
 from cars.learn.optim import create_loss, create_mixup
+from cars.learn.placement import Worker
 from cars.learn.training_state import TrainingState, create_training_state
 
 # An empty val split (every class too small to hold an image out) has no score:
 # NaN, which Tune, ASHA and Train's checkpoint ranking treat as missing, and the
 # report shows as missing.
 NO_VAL: dict[str, float] = {"loss": math.nan, "acc": math.nan, "top5": math.nan, "images": 0}
-
-
-def resolve_loader_workers(config: TrainConfig) -> int:
-    """DataLoader worker processes per training worker.
-
-    On a GPU the decoding must keep up with the device, so every spare CPU of the
-    worker's reservation decodes; on a CPU the training itself needs the cores.
-    """
-    if config.loader_workers is not None:
-        return config.loader_workers
-    if config.use_gpu:
-        return max(2, int(config.cpus_per_worker) - 1)
-    return 0
 
 
 def create_datasets(config: TrainConfig) -> tuple[CarsDataset, CarsDataset]:
@@ -83,9 +71,7 @@ def create_datasets(config: TrainConfig) -> tuple[CarsDataset, CarsDataset]:
     return train_set, val_set
 
 
-def create_train_loader(
-    train_set: Dataset, config: TrainConfig, rank: int, world_size: int, pin_memory: bool
-) -> DataLoader:
+def create_train_loader(train_set: Dataset, config: TrainConfig, worker: Worker) -> DataLoader:
     """This rank's training loader: its shard in the order of ``config.seed``, its own augmentation.
 
     The ranks share one ``DistributedSampler`` permutation of the run's seed (the
@@ -95,51 +81,49 @@ def create_train_loader(
     """
     # timm's seeding, not ray.train.torch.enable_reproducibility: that forces deterministic
     # kernels and turns cudnn.benchmark off (slower GPU training) and seeds every rank alike.
-    random_seed(config.seed, rank)
+    random_seed(config.seed, worker.rank)
     sampler = None
-    if world_size > 1:
-        sampler = DistributedSampler(train_set, world_size, rank, shuffle=True, seed=config.seed)
+    if worker.world_size > 1:
+        sampler = DistributedSampler(
+            train_set, worker.world_size, worker.rank, shuffle=True, seed=config.seed
+        )
     return DataLoader(
         train_set,
         batch_size=config.batch_size_per_worker,
         shuffle=sampler is None,
         sampler=sampler,
         drop_last=len(train_set) >= config.batch_size,
-        generator=torch.Generator().manual_seed(config.seed + rank),
-        **_loader_options(config, pin_memory),
+        generator=torch.Generator().manual_seed(config.seed + worker.rank),
+        **_loader_options(worker),
     )
 
 
-def _loader_options(config: TrainConfig, pin_memory: bool) -> dict[str, Any]:
-    workers = resolve_loader_workers(config)
-    return {"num_workers": workers, "pin_memory": pin_memory, "persistent_workers": workers > 0}
+def _loader_options(worker: Worker) -> dict[str, Any]:
+    workers = worker.loader_workers
+    return {
+        "num_workers": workers,
+        "pin_memory": worker.pin_memory,
+        "persistent_workers": workers > 0,
+    }
 
 
 def _create_loaders(
-    config: TrainConfig,
-    train_set: Dataset,
-    val_set: Dataset,
-    rank: int,
-    world_size: int,
-    *,
-    num_workers: int,
-    pin_memory: bool,
+    config: TrainConfig, train_set: Dataset, val_set: Dataset, worker: Worker
 ) -> tuple[DataLoader, DataLoader]:
     """This rank's training loader (see :func:`create_train_loader`) and its val shard.
 
     Images and cached features go through the same loaders, so a run on features
     sees the same batches in the same order as it would on images.
     """
-    config = config.replace(loader_workers=num_workers)
-    train_loader = create_train_loader(train_set, config, rank, world_size, pin_memory)
+    train_loader = create_train_loader(train_set, config, worker)
     # Validation shards without padding (a DistributedSampler would repeat images
     # to even out the shards); the engine all-reduces the sums, so every image
     # counts exactly once.
-    val_shard = Subset(val_set, list(range(rank, len(val_set), world_size)))
+    val_shard = Subset(val_set, list(range(worker.rank, len(val_set), worker.world_size)))
     val_loader = DataLoader(
-        val_shard, batch_size=config.batch_size_per_worker, **_loader_options(config, pin_memory)
+        val_shard, batch_size=config.batch_size_per_worker, **_loader_options(worker)
     )
-    return ray.train.torch.prepare_data_loader(train_loader), val_loader
+    return train_loader, val_loader
 
 
 def _print_uncropped(train_set: CarsDataset, val_set: CarsDataset) -> None:
@@ -152,20 +136,6 @@ def _print_uncropped(train_set: CarsDataset, val_set: CarsDataset) -> None:
         )
 
 
-def _quiet_report_echo() -> None:
-    """Stop Ray Train echoing every report (metrics and checkpoint) at INFO.
-
-    Ray 2.60 logs each ``ray.train.report`` under a logger named by its file
-    path, which ``LoggingConfig(log_level=...)`` does not reach; rank 0's epoch
-    line already says what was reported.
-    """
-    try:
-        module = importlib.import_module("ray.train.v2._internal.execution.context")
-    except ImportError:
-        return
-    logging.getLogger(module.__file__).setLevel(logging.WARNING)
-
-
 def format_epoch(metrics: Mapping[str, Any], epochs: int) -> str:
     """One line of an epoch's results, as the jobs print them."""
     return (
@@ -175,25 +145,6 @@ def format_epoch(metrics: Mapping[str, Any], epochs: int) -> str:
         f"top5 {metrics['val_top5']:.3f} | lr {metrics['lr']:.2e} | "
         f"{metrics['epoch_seconds']:.1f} s, {metrics['images_per_second']:.0f} img/s"
     )
-
-
-@dataclass(frozen=True)
-class Worker:
-    """Where this worker runs: its rank among ``world_size`` and its device."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def on_cuda(self) -> bool:
-        """Whether the worker trains on a GPU."""
-        return self.device.type == "cuda"
-
-    @property
-    def amp_dtype(self) -> torch.dtype | None:
-        """bf16 autocast on GPUs; full precision on CPUs."""
-        return torch.bfloat16 if self.on_cuda else None
 
 
 @dataclass
@@ -220,49 +171,31 @@ class WorkerRun:
     train_inputs: InputNormalizer
 
 
-def run_worker(loop_config: dict[str, Any]) -> None:
-    """The Ray Train loop run by every worker: train, evaluate, report, checkpoint.
+def run_worker(loop_config: dict[str, Any], session: TrainSession) -> None:
+    """Train a run of ``loop_config`` where ``session`` places it: every epoch reported.
 
     Args:
         loop_config: ``TrainConfig.to_dict()``; rebuilt and validated here.
+        session: where this worker runs, how it resumes and reports.
     """
     config = TrainConfig.from_dict(loop_config)
-    worker = _set_up_worker(config)
-    run = _create_run(config, worker)
+    worker = session.worker
+    if not worker.on_cuda:
+        torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    torch.manual_seed(config.seed)
+    run = _create_run(config, session)
     for epoch in range(run.state.start_epoch, config.epochs + 1):
         metrics = _run_epoch(run, epoch)
         run.state.history.append(metrics)
         metrics.update(selection_scores(run.state.history))
         if worker.rank == 0:
             print(format_epoch(metrics, config.epochs), flush=True)
-        _report(
-            metrics,
-            history=run.state.history,
-            rank=worker.rank,
-            model=run.model,
-            optimizer=run.state.optimizer,
-            scheduler=run.state.scheduler,
-            epoch=epoch,
-            config=config,
-            class_names=run.info.class_names,
-        )
+        _report(run, metrics, epoch, session)
 
 
-def _set_up_worker(config: TrainConfig) -> Worker:
-    """This worker's rank and device, its threads and its seed."""
-    _quiet_report_echo()
-    context = ray.train.get_context()
-    worker = Worker(
-        context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device()
-    )
-    if not worker.on_cuda:
-        torch.set_num_threads(max(1, int(config.cpus_per_worker)))
-    torch.manual_seed(config.seed)
-    return worker
-
-
-def _create_run(config: TrainConfig, worker: Worker) -> WorkerRun:
-    """Model, loaders and optimizer state of the run, resumed from Ray's checkpoint if any."""
+def _create_run(config: TrainConfig, session: TrainSession) -> WorkerRun:
+    """Model, loaders and optimizer state of the run, resumed from the session's checkpoint."""
+    worker = session.worker
     info = read_dataset_info(config.data)
     model = _build_model(config, info)
     parameters = count_parameters(model)
@@ -273,14 +206,16 @@ def _create_run(config: TrainConfig, worker: Worker) -> WorkerRun:
     model = model.to(worker.device, memory_format=torch.channels_last)
     on_features = uses_feature_cache(config)
     train_loader, val_loader = _create_run_loaders(config, worker, model, on_features)
-    state = _restore_state(model, config, len(train_loader))
+    with session.checkpoint_to_resume() as directory:
+        state = create_training_state(model, config, len(train_loader), directory)
+    trained = session.prepare_model(feature_head(model) if on_features else model)
     return WorkerRun(
         config=config,
         worker=worker,
         info=info,
         model=model,
-        trained=_prepare_trained(feature_head(model) if on_features else model, config),
-        train_loader=train_loader,
+        trained=torch.compile(trained) if config.compile else trained,
+        train_loader=session.prepare_train_loader(train_loader),
         val_loader=val_loader,
         state=state,
         loss_fn=create_loss(config, info.num_classes),
@@ -313,15 +248,7 @@ def _create_run_loaders(
     if worker.rank == 0:
         _print_uncropped(train_set, val_set)
     if not on_features:
-        return _create_loaders(
-            config,
-            train_set,
-            val_set,
-            worker.rank,
-            worker.world_size,
-            num_workers=resolve_loader_workers(config),
-            pin_memory=worker.on_cuda,
-        )
+        return _create_loaders(config, train_set, val_set, worker)
     cache = _load_features(config, worker, model, train_set, val_set)
     if worker.rank == 0:
         print(f"frozen backbone: training the head on cached features; {cache.describe()}")
@@ -330,10 +257,7 @@ def _create_run_loaders(
         config,
         cache.splits["train"].to_dataset(),
         cache.splits["val"].to_dataset(),
-        worker.rank,
-        worker.world_size,
-        num_workers=0,
-        pin_memory=worker.on_cuda,
+        replace(worker, loader_workers=0),
     )
 
 
@@ -349,11 +273,7 @@ def _load_features(
         {"train": train_set, "val": val_set},
         store=config.feature_store,
         batch_size=config.batch_size_per_worker,
-        device=worker.device,
-        amp_dtype=worker.amp_dtype,
-        num_workers=resolve_loader_workers(config),
-        rank=worker.rank,
-        world_size=worker.world_size,
+        worker=worker,
     )
 
 
@@ -364,7 +284,8 @@ def prepare_features(loop_config: dict[str, Any]) -> str:
     trials then read what it stored. Returns the line that says what was done.
     """
     config = TrainConfig.from_dict(loop_config)
-    worker = Worker(0, 1, torch.device("cuda" if config.use_gpu else "cpu"))
+    device = choose_device(config.use_gpu, in_train_worker=False).device
+    worker = Worker.on(device, loader_workers=resolve_loader_workers(config))
     if not worker.on_cuda:
         torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     model = _build_model(config, read_dataset_info(config.data))
@@ -373,34 +294,13 @@ def prepare_features(loop_config: dict[str, Any]) -> str:
     return _load_features(config, worker, model, train_set, val_set).describe()
 
 
-def _restore_state(
-    model: torch.nn.Module, config: TrainConfig, steps_per_epoch: int
-) -> TrainingState:
-    """A fresh optimizer and schedule, or those of Ray's checkpoint with its weights."""
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return create_training_state(model, config, steps_per_epoch)
-    with checkpoint.as_directory() as directory:
-        return create_training_state(model, config, steps_per_epoch, directory)
-
-
-def _prepare_trained(module: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
-    """``module`` wrapped for DDP (and compiled if asked), after its optimizer was built."""
-    module = ray.train.torch.prepare_model(module)
-    return torch.compile(module) if config.compile else module
-
-
 def _run_epoch(run: WorkerRun, epoch: int) -> dict[str, Any]:
     """Train one epoch, refresh the BatchNorm statistics, validate: the epoch's metrics."""
     config, worker = run.config, run.worker
     if worker.world_size > 1:
         run.train_loader.sampler.set_epoch(epoch)
     # Features are rows, not images: no memory format to choose.
-    common = {
-        "device": worker.device,
-        "amp_dtype": worker.amp_dtype,
-        "channels_last": not run.on_features,
-    }
+    common = worker.engine_options(channels_last=not run.on_features)
     # Wall-clock time, comparable across processes: it places the epoch on the
     # timeline of the trial (benchmarks/bench_trial_overhead.py).
     started_at = time.time()
@@ -452,32 +352,21 @@ def _run_epoch(run: WorkerRun, epoch: int) -> dict[str, Any]:
     }
 
 
-def _report(
-    metrics: dict[str, Any],
-    *,
-    history: list[dict[str, Any]],
-    rank: int,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    epoch: int,
-    config: TrainConfig,
-    class_names: Sequence[str],
-) -> None:
-    """Report from every rank (a barrier); only rank 0 writes the checkpoint."""
+def _report(run: WorkerRun, metrics: dict[str, Any], epoch: int, session: TrainSession) -> None:
+    """Report from every rank (a barrier in a worker group); only rank 0 writes the checkpoint."""
     with tempfile.TemporaryDirectory() as directory:
-        checkpoint = None
-        if rank == 0:
+        written = None
+        if run.worker.rank == 0:
             save_checkpoint(
                 directory,
-                model=unwrap_model(model),
-                optimizer=optimizer,
-                scheduler=scheduler,
+                model=unwrap_model(run.model),
+                optimizer=run.state.optimizer,
+                scheduler=run.state.scheduler,
                 epoch=epoch,
-                config=config.to_dict(),
-                class_names=list(class_names),
+                config=run.config.to_dict(),
+                class_names=list(run.info.class_names),
                 metrics=metrics,
             )
-            write_history(directory, history)
-            checkpoint = ray.train.Checkpoint.from_directory(directory)
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch-{epoch:04d}")
+            write_history(directory, run.state.history)
+            written = directory
+        session.report(metrics, written, epoch)

@@ -29,7 +29,7 @@ from cars.data.readers import (
     read_class_names,
     read_source,
 )
-from cars.data.synthetic import prepare_synthetic, write_synthetic_cars
+from cars.data.synthetic import SyntheticCars, prepare_synthetic, write_synthetic_cars
 from cars.data.synthetic_classes import design_classes
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ __all__ = [
     "DatasetInfo",
     "PrepareResult",
     "Problem",
+    "SyntheticCars",
     "create_input_normalizer",
     "create_random_erasing",
     "create_transform_for",

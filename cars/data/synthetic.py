@@ -9,8 +9,11 @@ job runs on it unchanged. The same arguments give byte-identical files.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,58 +62,81 @@ def _draw_split(
     return records
 
 
-def write_synthetic_cars(
-    root: str | Path,
-    *,
-    num_classes: int,
-    train_per_class: int,
-    test_per_class: int,
-    seed: int = 0,
-    task: str = "target",
-    widths: tuple[int, int] = DEFAULT_WIDTHS,
-    usual_colour_share: float = USUAL_COLOUR_SHARE,
-) -> Path:
-    """Write a synthetic Stanford Cars folder in the devkit layout; returns ``root``.
+@dataclass(frozen=True)
+class SyntheticCars:
+    """What a synthetic Stanford Cars folder holds; the same description draws the same bytes.
 
-    Args:
-        root: a new or empty folder.
+    Attributes:
+        num_classes: car models, each a distinct combination of parts.
+        train_per_class, test_per_class: photos per class in each split.
+        seed: seeds the classes' designs and every photo.
         task: ``"target"``, or ``"source"`` for classes disjoint from the target's
             (to pretrain a model that then transfers).
         widths: the range of photo widths in pixels; heights are 0.62-0.8 times that.
-        usual_colour_share: the share of a class's photos in its usual colour;
-            the rest are painted any colour. At 0, as in :data:`cars.sweep_config`'s
+        usual_colour_share: the share of a class's photos in its usual colour; the
+            rest are painted any colour. At 0, as in :data:`cars.sweep_config`'s
             ``demo`` preset, paint says nothing about the class.
     """
-    if train_per_class < 1 or test_per_class < 0:
-        raise DataError(
-            f"train_per_class={train_per_class}, test_per_class={test_per_class} are not "
-            "valid: at least 1 training and 0 test images per class"
-        )
-    if not 32 <= widths[0] <= widths[1]:
-        raise DataError(f"widths={widths} is not valid: (low, high) with 32 <= low <= high")
-    if not 0 <= usual_colour_share <= 1:
-        raise DataError(f"usual_colour_share={usual_colour_share} is not valid: from 0 to 1")
-    designs = design_classes(num_classes, seed=seed, task=task)
+
+    num_classes: int
+    train_per_class: int
+    test_per_class: int
+    seed: int = 0
+    task: str = "target"
+    widths: tuple[int, int] = DEFAULT_WIDTHS
+    usual_colour_share: float = USUAL_COLOUR_SHARE
+
+    def __post_init__(self) -> None:
+        if self.train_per_class < 1 or self.test_per_class < 0:
+            raise DataError(
+                f"train_per_class={self.train_per_class}, test_per_class={self.test_per_class} "
+                "are not valid: at least 1 training and 0 test images per class"
+            )
+        if not 32 <= self.widths[0] <= self.widths[1]:
+            raise DataError(
+                f"widths={self.widths} is not valid: (low, high) with 32 <= low <= high"
+            )
+        if not 0 <= self.usual_colour_share <= 1:
+            raise DataError(
+                f"usual_colour_share={self.usual_colour_share} is not valid: from 0 to 1"
+            )
+
+    def replace(self, **changes: Any) -> SyntheticCars:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The description as plain values, as ``dataset.json`` records the generator."""
+        first = ("task", "seed")  # the order dataset.json has always had
+        values = dataclasses.asdict(self) | {"widths": list(self.widths)}
+        return {k: values[k] for k in first} | {k: v for k, v in values.items() if k not in first}
+
+
+def write_synthetic_cars(root: str | Path, cars: SyntheticCars) -> Path:
+    """Write a synthetic Stanford Cars folder of ``cars`` in the devkit layout; returns ``root``.
+
+    Args:
+        root: a new or empty folder.
+    """
+    designs = design_classes(cars.num_classes, seed=cars.seed, task=cars.task)
     root = Path(root)
-    task_id = TASKS.index(task)
+    task_id = TASKS.index(cars.task)
     with staged_folder(root) as staging:
         for folder in ("cars_train", "cars_test", "devkit"):
             (staging / folder).mkdir()
-        train = _draw_split(
-            staging / "cars_train",
-            designs,
-            train_per_class,
-            widths,
-            [seed, task_id, 0],
-            usual_colour_share=usual_colour_share,
-        )
-        test = _draw_split(
-            staging / "cars_test",
-            designs,
-            test_per_class,
-            widths,
-            [seed, task_id, 1],
-            usual_colour_share=usual_colour_share,
+        train, test = (
+            _draw_split(
+                staging / folder,
+                designs,
+                per_class,
+                cars.widths,
+                [cars.seed, task_id, split],
+                usual_colour_share=cars.usual_colour_share,
+            )
+            for folder, per_class, split in (
+                ("cars_train", cars.train_per_class, 0),
+                ("cars_test", cars.test_per_class, 1),
+            )
         )
         devkit = staging / "devkit"
         names = build_cell_array([d.name for d in designs])
@@ -131,41 +157,26 @@ def write_synthetic_cars(
 
 def prepare_synthetic(
     out: str | Path,
+    cars: SyntheticCars,
     *,
-    num_classes: int,
-    train_per_class: int,
-    test_per_class: int,
-    seed: int = 0,
-    task: str = "target",
-    widths: tuple[int, int] = DEFAULT_WIDTHS,
-    usual_colour_share: float = USUAL_COLOUR_SHARE,
     source_dir: str | Path | None = None,
     max_side: int = MAX_SIDE,
     val_fraction: float = VAL_FRACTION,
     force: bool = False,
     progress: bool = True,
 ) -> PrepareResult:
-    """Generate a synthetic Stanford Cars folder and prepare it as a data set at ``out``.
+    """Draw ``cars`` as a Stanford Cars folder and prepare it as a data set at ``out``.
+
+    ``cars.seed`` seeds both the drawing and the train/val hold-out.
 
     Args:
         source_dir: where to write, and keep, the generated devkit folder; by
             default it goes to a temporary folder that is removed afterwards.
-        seed: seeds both the drawing and the train/val hold-out.
 
-    Other arguments are those of :func:`write_synthetic_cars` and
-    :func:`cars.data.prepare_dataset`.
+    Other arguments are those of :func:`cars.data.prepare_dataset`.
     """
     out = str(out)
     check_destination(out, force)  # before spending time on drawing
-    generator = {
-        "task": task,
-        "seed": seed,
-        "num_classes": num_classes,
-        "train_per_class": train_per_class,
-        "test_per_class": test_per_class,
-        "widths": list(widths),
-        "usual_colour_share": usual_colour_share,
-    }
     with contextlib.ExitStack() as stack:
         if source_dir is None:
             temporary = stack.enter_context(tempfile.TemporaryDirectory(prefix="cars-synthetic-"))
@@ -173,25 +184,16 @@ def prepare_synthetic(
         else:
             root = Path(source_dir)
             label = str(root.resolve())
-        write_synthetic_cars(
-            root,
-            num_classes=num_classes,
-            train_per_class=train_per_class,
-            test_per_class=test_per_class,
-            seed=seed,
-            task=task,
-            widths=widths,
-            usual_colour_share=usual_colour_share,
-        )
+        write_synthetic_cars(root, cars)
         return prepare_dataset(
             root,
             out,
             max_side=max_side,
             val_fraction=val_fraction,
-            seed=seed,
+            seed=cars.seed,
             force=force,
             progress=progress,
-            name=f"synthetic-{task}",
+            name=f"synthetic-{cars.task}",
             source_label=label,
-            generator=generator,
+            generator=cars.to_dict(),
         )

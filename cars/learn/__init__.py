@@ -1,2 +1,3 @@
 """The Ray-free learning core: model, weights, optimisation, the per-epoch engine, features,
-checkpoints and Grad-CAM. Nothing here imports Ray, so a GPU check runs it without Ray."""
+where a worker runs (placement), checkpoints and Grad-CAM. Nothing here imports Ray, so a GPU
+check runs it without Ray."""

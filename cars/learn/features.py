@@ -44,6 +44,7 @@ from cars.config import TrainConfig
 from cars.data.info import DATASET_FILE, split_file
 from cars.data.normalize import create_input_normalizer
 from cars.learn.model import HEAD
+from cars.learn.placement import Worker
 from cars.paths import is_uri
 from cars.storage import exists, join_path, read_bytes, read_text, write_bytes, write_text
 
@@ -51,6 +52,8 @@ MANIFEST_FILE = "manifest.json"
 FEATURE_SPLITS = ("train", "val")
 # Changes whenever the stored layout or what the features mean changes.
 FORMAT = "cars-features-v1"
+# A single process on the CPU in full precision.
+WORKER = Worker()
 
 
 def uses_feature_cache(config: TrainConfig) -> bool:
@@ -173,32 +176,24 @@ def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> Any:
 
 @torch.inference_mode()
 def _pool_shard(
-    model: nn.Module,
-    dataset: Dataset,
-    *,
-    batch_size: int,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    num_workers: int,
-    rank: int,
-    world_size: int,
+    model: nn.Module, dataset: Dataset, *, batch_size: int, worker: Worker
 ) -> torch.Tensor:
     inner = unwrap_model(model)
     was_training = inner.training
     inner.eval()
-    shard = Subset(dataset, range(rank, len(dataset), world_size))
+    shard = Subset(dataset, range(worker.rank, len(dataset), worker.world_size))
     loader = DataLoader(
         shard,
         batch_size=batch_size,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
+        num_workers=worker.loader_workers,
+        pin_memory=worker.pin_memory,
     )
-    chunks = [torch.empty(0, inner.num_features, device=device)]
+    chunks = [torch.empty(0, inner.num_features, device=worker.device)]
     normalizer = create_input_normalizer(inner)
     try:
         for batch, _ in loader:
-            images = normalizer(batch, device, True)
-            with _autocast(device, amp_dtype):
+            images = normalizer(batch, worker.device, True)
+            with _autocast(worker.device, worker.amp_dtype):
                 pooled = inner.forward_head(inner.forward_features(images), pre_logits=True)
             chunks.append(pooled.float())
     finally:
@@ -222,37 +217,20 @@ def _gather_shards(local: torch.Tensor, total: int, world_size: int) -> torch.Te
 
 
 def compute_features(
-    model: nn.Module,
-    dataset: Any,
-    *,
-    batch_size: int,
-    device: torch.device | str,
-    amp_dtype: torch.dtype | None = None,
-    num_workers: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
+    model: nn.Module, dataset: Any, *, batch_size: int, worker: Worker = WORKER
 ) -> SplitFeatures:
     """The pooled features (``forward_head(forward_features(x), pre_logits=True)``) of a split.
 
     The model runs in eval mode, as the frozen regime's backbone always does.
-    Under ``torch.distributed`` each rank computes every ``world_size``-th image
-    and all ranks receive the whole split.
+    Under ``torch.distributed`` each of the ``worker.world_size`` ranks computes
+    every ``world_size``-th image and all ranks receive the whole split.
 
     Args:
         dataset: a ``CarsDataset`` whose transform is the evaluation transform.
+        worker: this process: its device, precision, loader processes and rank.
     """
-    device = torch.device(device)
-    local = _pool_shard(
-        model,
-        dataset,
-        batch_size=batch_size,
-        device=device,
-        amp_dtype=amp_dtype,
-        num_workers=num_workers,
-        rank=rank,
-        world_size=world_size,
-    )
-    features = _gather_shards(local, len(dataset), world_size)
+    local = _pool_shard(model, dataset, batch_size=batch_size, worker=worker)
+    features = _gather_shards(local, len(dataset), worker.world_size)
     return SplitFeatures(features.cpu(), torch.as_tensor(dataset.labels, dtype=torch.int64))
 
 
@@ -297,11 +275,11 @@ def read_feature_cache(
     return splits
 
 
-def _agree(flag: bool, device: torch.device, world_size: int) -> bool:
+def _agree(flag: bool, worker: Worker) -> bool:
     """Rank 0's ``flag`` on every rank, so that all of them take the same path."""
-    if world_size == 1:
+    if worker.world_size == 1:
         return flag
-    value = torch.tensor([int(flag)], device=device)
+    value = torch.tensor([int(flag)], device=worker.device)
     dist.broadcast(value, src=0)
     return bool(value.item())
 
@@ -312,11 +290,7 @@ def load_or_compute_features(
     *,
     store: str | None,
     batch_size: int,
-    device: torch.device | str,
-    amp_dtype: torch.dtype | None = None,
-    num_workers: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
+    worker: Worker = WORKER,
 ) -> FeatureCache:
     """The features of each split of ``datasets``: read from ``store``, or computed and stored.
 
@@ -328,35 +302,26 @@ def load_or_compute_features(
         datasets: ``CarsDataset`` by split name, with the evaluation transform.
         store: the folder or URI holding caches (one sub-folder per key);
             ``None`` keeps the features in memory only.
+        worker: this process: its device, precision, loader processes and rank.
     """
-    device = torch.device(device)
     started = time.perf_counter()
-    identity = feature_identity(model, datasets, amp_dtype)
+    identity = feature_identity(model, datasets, worker.amp_dtype)
     key = feature_key(identity)
     folder = None if store is None else join_path(store, key)
     labels = {name: torch.as_tensor(d.labels, dtype=torch.int64) for name, d in datasets.items()}
     splits = None
-    if folder is not None and rank == 0:
+    if folder is not None and worker.rank == 0:
         splits = read_feature_cache(folder, identity, labels)
-    if folder is not None and _agree(splits is not None, device, world_size):
+    if folder is not None and _agree(splits is not None, worker):
         if splits is None:
             splits = read_feature_cache(folder, identity, labels)
         if splits is None:
             raise RuntimeError(f"the feature cache at {folder} changed while it was being read")
         return FeatureCache(splits, key, folder, False, time.perf_counter() - started)
     splits = {
-        name: compute_features(
-            model,
-            dataset,
-            batch_size=batch_size,
-            device=device,
-            amp_dtype=amp_dtype,
-            num_workers=num_workers,
-            rank=rank,
-            world_size=world_size,
-        )
+        name: compute_features(model, dataset, batch_size=batch_size, worker=worker)
         for name, dataset in datasets.items()
     }
-    if folder is not None and rank == 0:
+    if folder is not None and worker.rank == 0:
         write_feature_cache(folder, identity, splits)
     return FeatureCache(splits, key, folder, True, time.perf_counter() - started)

@@ -11,8 +11,8 @@ import math
 
 import pandas as pd
 
-from cars.cluster.sweep import SWEEP_CONFIG_FILE, confirm_path
 from cars.report.results import SweepResults, is_number, read_sweep_results
+from cars.runs import SWEEP_CONFIG_FILE, confirm_path
 from cars.stats import seed_spread
 from cars.storage import exists, join_path
 

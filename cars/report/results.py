@@ -1,7 +1,8 @@
 """Reading a sweep back from its storage: one row per trial, one per trial and epoch.
 
 Works on finished and on interrupted sweeps: a trial that never reported, or
-whose Train run left no checkpoint, is still listed, with what is missing.
+whose run left no checkpoint, is still listed, with what is missing. Runs and
+trials are read through :mod:`cars.runs`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from ray.tune import ExperimentAnalysis
 
-from cars.cluster.sweep import read_sweep_config, train_run_name
-from cars.cluster.train import best_checkpoint, checkpoint_location, read_train_result
 from cars.config import METRIC, REGIMES, TIE_BREAK, resolve_trainable_blocks, selection_score
-from cars.learn.history import read_checkpoint_history
+from cars.runs import read_run, read_sweep_config, read_trials, train_run_name
 from cars.storage import join_path
 from cars.sweep_config import SweepConfig
 
@@ -62,7 +60,7 @@ def _status(trial: Any, epochs_run: int, max_epochs: int) -> tuple[str, bool]:
 
 @dataclass(frozen=True)
 class TrainRunState:
-    """What a trial's Train run left in storage."""
+    """What a trial's run left in storage."""
 
     best_checkpoint: str | None
     best_metrics: dict[str, Any]
@@ -70,26 +68,18 @@ class TrainRunState:
 
 
 def read_train_run(train_path: str) -> TrainRunState:
-    """A Train run's best checkpoint (:func:`cars.cluster.train.best_checkpoint`) and epochs."""
-    result = read_train_result(train_path)
-    if result is None:
-        return TrainRunState(None, {}, [])
-    history = read_checkpoint_history(result.checkpoint) if result.checkpoint else []
-    best = best_checkpoint(result)
-    if best is None:
-        # Without a validation score (an empty val split) there is no best checkpoint,
-        # only the last one.
-        last = result.checkpoint
-        return TrainRunState(
-            checkpoint_location(last) if last else None,
-            history[-1] if history else {},
-            history,
-        )
-    return TrainRunState(checkpoint_location(best[0]), best[1], history)
+    """A run's best checkpoint (:attr:`cars.runs.StoredRun.best`) and its epochs."""
+    run = read_run(train_path)
+    # Without a validation score (an empty val split) there is no best checkpoint,
+    # only the last one.
+    chosen = run.best or run.latest
+    if chosen is None:
+        return TrainRunState(None, {}, run.history)
+    return TrainRunState(chosen.location, dict(chosen.metrics), run.history)
 
 
 def best_epoch(curve: pd.DataFrame) -> pd.Series | None:
-    """A learning curve's best epoch, as :func:`cars.cluster.train.best_checkpoint` picks it.
+    """A learning curve's best epoch, as :attr:`cars.runs.StoredRun.best` picks its checkpoint.
 
     ``None`` when no epoch has a validation score (an empty val split).
     """
@@ -178,13 +168,11 @@ TRIAL_COLUMNS = (
 def read_sweep_results(path: str) -> SweepResults:
     """Read every trial of the sweep at ``path``, finished or not."""
     sweep = read_sweep_config(path)
-    analysis = ExperimentAnalysis(path)
-    curves = analysis.trial_dataframes
     rows, epoch_frames, missing = [], [], []
-    for trial in sorted(analysis.trials, key=lambda t: t.trial_id):
+    for trial in read_trials(path):
         train_path = join_path(path, train_run_name(trial.trial_id))
         run = read_train_run(train_path)
-        curve = _epochs_of(curves.get(trial.trial_id), run.history)
+        curve = _epochs_of(trial.results, run.history)
         row = {**_trial_row(trial, curve, run, sweep), "train_run": train_path}
         rows.append(row)
         if row["status"] != "finished":

@@ -1,7 +1,8 @@
 """Scoring a trial's best checkpoint once on the test split.
 
-On a GPU cluster the scoring runs as a Ray task on a GPU worker; on a CPU it
-runs in the report's own process.
+On a GPU cluster the scoring runs as a Ray task on a GPU worker of the cluster
+the job has joined (:func:`cars.study.run_report_job`); on a CPU it runs in the
+report's own process, without Ray.
 """
 
 from __future__ import annotations
@@ -10,11 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import ray
 import torch
 from torch.utils.data import DataLoader
 
-from cars.cluster.runtime import init_ray
 from cars.config import TrainConfig
 from cars.data import (
     CarsDataset,
@@ -121,6 +120,12 @@ def score_checkpoints(jobs: list[tuple[str, dict[str, Any]]], use_gpu: bool) -> 
     """Score several checkpoints: one GPU task each on a GPU cluster, else here, in turn."""
     if not use_gpu:
         return [score_checkpoint(checkpoint, config) for checkpoint, config in jobs]
-    init_ray()
+    import ray
+
+    if not ray.is_initialized():
+        raise RuntimeError(
+            "a GPU sweep's checkpoints are scored as Ray tasks on the cluster's GPUs: "
+            "join the cluster first (cars.cluster.runtime.init_ray)"
+        )
     task = ray.remote(num_gpus=1, num_cpus=4)(score_checkpoint)
     return ray.get([task.remote(checkpoint, config) for checkpoint, config in jobs])

@@ -1,7 +1,8 @@
 """Test-only worker functions: the real training loop, watched, and crashed once on request.
 
-A :class:`WatchedWorker` is passed to ``run_training(..., train_fn=...)`` in place
-of ``train_fn_per_worker``. Every worker process appends a line per reported
+A :class:`WatchedWorker` runs in place of ``train_fn_per_worker`` in a ``TorchTrainer``
+built with the project's own scaling and run configs (:func:`create_watched_trainer`).
+Every worker process appends a line per reported
 epoch to a log (its pid, rank and the epoch), so a test can tell at which epoch
 each worker group started; on request the last rank kills its own process in
 the middle of an epoch, once (a marker file remembers), as a crashed node or
@@ -20,8 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import ray.cloudpickle
+import ray.train
+from ray.train.torch import TorchTrainer
 
-from cars.cluster.train import read_train_result
+from cars.cluster.train import create_run_config, create_scaling_config
+from cars.config import TrainConfig
+from cars.runs import read_run
 
 
 @dataclass(frozen=True)
@@ -95,13 +100,37 @@ class WatchedWorker:
             time.sleep(0.1)
 
 
+def create_watched_trainer(
+    config: TrainConfig, *, storage_path: str, name: str, watched: WatchedWorker
+) -> TorchTrainer:
+    """The ``TorchTrainer`` that ``create_trainer`` builds, its workers watched."""
+    return TorchTrainer(
+        watched,
+        train_loop_config=config.to_dict(),
+        scaling_config=create_scaling_config(config),
+        run_config=create_run_config(config, storage_path=storage_path, name=name),
+    )
+
+
+# Ray Train's record of a worker group's run, beside its checkpoints.
+TRAIN_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+
+
 def recorded_epoch(run: Path) -> int:
-    """The epoch of the last checkpoint Ray Train recorded for a run; 0 if none yet."""
+    """The epoch of the last checkpoint recorded for a run; 0 if none yet.
+
+    For a worker group's run, the one Ray Train recorded in its snapshot (a folder
+    uploaded but not yet recorded is trained again after a crash); for a run that
+    trained in its own process, its latest checkpoint.
+    """
+    if not (run / TRAIN_SNAPSHOT_FILE).exists():
+        latest = read_run(str(run)).latest
+        return 0 if latest is None else latest.epoch
     try:
-        result = read_train_result(str(run))
+        result = ray.train.Result.from_path(str(run))
     except Exception:  # its snapshot caught mid-write
         return 0
-    return 0 if result is None else int(result.metrics.get("epoch", 0))
+    return int((result.metrics or {}).get("epoch", 0))
 
 
 def read_epoch_log(path: Path) -> list[dict[str, int]]:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
+from faults import TRAIN_SNAPSHOT_FILE
 from ray.tune import ExperimentAnalysis
 
 from cars.cli import parse_sweep_args
@@ -140,8 +141,13 @@ def test_summary_states_each_claim_with_its_uncertainty(report: Path) -> None:
 
 def test_the_confirmation_is_recorded_so_resume_continues_it(study: StudyOutcome) -> None:
     before = _confirm_trials(study)
-    checkpoints = sorted((Path(study.sweep_path) / "confirm").glob("train-*/checkpoint_*"))
-    assert len(checkpoints) >= 4
+    checkpoints = sorted((Path(study.sweep_path) / "confirm").glob("train-*/epoch-*/*"))
+    assert len(checkpoints) >= 2 * 4  # a checkpoint file and its history, per run at least
+    # One trial path: confirmation runs of one worker train in the trial's own process,
+    # as the sweep's do, never in a Ray Train worker group (which leaves its snapshot).
+    runs = sorted(Path(study.sweep_path).glob("**/train-*"))
+    assert len(runs) == 2 + 4
+    assert not [r for r in runs if (r / TRAIN_SNAPSHOT_FILE).exists()]
     stamps = [p.stat().st_mtime for p in checkpoints]
     results = run_confirm(study.sweep_path)  # what --resume does after the sweep
     assert results is not None and len(results) == 4 and results.num_errors == 0

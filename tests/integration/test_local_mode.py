@@ -1,80 +1,101 @@
-"""One-worker runs in Ray Train's local mode: checkpointed and resumed as a worker group's."""
+"""One-worker runs train in their own process, persisted and resumed as a worker group's.
+
+No Ray Train controller or worker group starts for them; their run folder is the one a
+worker group writes, so a run a worker group started (or a sweep written before
+one-worker trials trained in their own process) resumes and reads back unchanged.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import ray
+from job_runner import job_env
 from ray.util.state import list_actors
 
-from cars.cluster.local_train import CHECKPOINT_PATH_KEY, LocalTrainRun
+from cars.cluster.resources import trains_in_process
 from cars.cluster.sweep import plan_resources, run_sweep
-from cars.cluster.train import create_local_trainer, read_train_result
+from cars.cluster.train import create_trainer, run_training
 from cars.config import TrainConfig
-from cars.learn.history import read_checkpoint_history
+from cars.runs import read_run
 from cars.sweep_config import create_sweep_config
 
 pytestmark = pytest.mark.slow
 
 
-def _start(config: TrainConfig, storage: Path) -> LocalTrainRun:
-    return LocalTrainRun(
-        lambda on_report: create_local_trainer(
-            config, storage_path=str(storage), name="local", on_report=on_report
-        )
+def _config(data: Path, epochs: int) -> TrainConfig:
+    return TrainConfig(
+        data=str(data), regime="frozen", epochs=epochs, batch_size=8, image_size=32, augment="none"
     )
 
 
-def test_a_local_run_checkpoints_every_epoch_and_resumes_after_a_stop(
-    prepared_set: Path, tmp_path: Path
+def _actor_classes() -> set[str]:
+    return {a.class_name for a in list_actors(limit=1000, raise_on_missing_output=False)}
+
+
+def test_a_one_worker_run_trains_in_its_own_process_and_resumes_its_last_checkpoint(
+    ray_cluster: None, prepared_set: Path, tmp_path: Path
 ) -> None:
-    config = TrainConfig(
-        data=str(prepared_set), regime="frozen", epochs=3, batch_size=8, image_size=32
-    )
-    first = _start(config, tmp_path)
-    report = first.next_report()
-    assert report is not None and report["epoch"] == 1 and report["world_size"] == 1
-    assert Path(report[CHECKPOINT_PATH_KEY]) == tmp_path / "local" / "epoch-0001"
-    first.stop()  # as a scheduler stops a trial: no further epoch is trained
-    stopped = read_train_result(str(tmp_path / "local"))
-    assert stopped is not None and stopped.metrics["epoch"] == 1
+    assert trains_in_process(1) and not trains_in_process(2)
+    first = run_training(_config(prepared_set, 1), storage_path=str(tmp_path), name="local")
+    assert [c.epoch for c in first.checkpoints] == [1]
+    assert first.history[0]["world_size"] == 1
+    # No worker group was started for it: no controller, no Train worker.
+    assert not {"TrainController", "RayTrainWorker"} & _actor_classes()
 
-    second = _start(config, tmp_path)
-    epochs = []
-    while (report := second.next_report()) is not None:
-        epochs.append(report["epoch"])
-    assert epochs == [2, 3]  # from the stored checkpoint, not from scratch
-    result = read_train_result(str(tmp_path / "local"))
-    assert result is not None and Path(result.checkpoint.path).name == "epoch-0003"
-    assert [e["epoch"] for e in read_checkpoint_history(result.checkpoint)] == [1, 2, 3]
-    # Ray Train's CheckpointConfig(num_to_keep=2) prunes as with a worker group.
-    assert len(list((tmp_path / "local").glob("epoch-*"))) == config.checkpoints_to_keep
+    run = run_training(_config(prepared_set, 3), storage_path=str(tmp_path), name="local")
+    # Epoch 1 was not trained again: its row is the first run's, to the timestamp.
+    assert run.history[0] == first.history[0]
+    assert [row["epoch"] for row in run.history] == [1, 2, 3]
+    assert run.latest is not None and run.latest.location == str(tmp_path / "local" / "epoch-0003")
+    # CheckpointConfig(num_to_keep=2) as with a worker group: the two best and the latest.
+    assert 2 <= len(run.checkpoints) <= 3
+    assert run.best is not None and run.best in run.checkpoints
+
+
+def test_a_run_a_worker_group_started_resumes_in_its_own_process(
+    ray_cluster: None, prepared_set: Path, tmp_path: Path
+) -> None:
+    """The layout of Ray Train's runs (and of sweeps written before this path) reads back."""
+    config = _config(prepared_set, 2)
+    create_trainer(config, storage_path=str(tmp_path), name="run").fit()
+    by_ray = ray.train.Result.from_path(str(tmp_path / "run"))
+    stored = read_run(str(tmp_path / "run"))
+    assert [c.epoch for c in stored.checkpoints] == sorted(
+        m["epoch"] for _, m in by_ray.best_checkpoints
+    )
+    assert stored.latest is not None and stored.latest.location == by_ray.checkpoint.path
+    assert stored.history[-1]["epoch"] == by_ray.metrics["epoch"] == 2
+
+    resumed = run_training(config.replace(epochs=3), storage_path=str(tmp_path), name="run")
+    assert resumed.history[:2] == stored.history
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
 
 
 def _recorded_epoch(sweep_dir: Path) -> int:
-    """The epoch of the last checkpoint in the sweep's one Train run's snapshot; 0 if none."""
+    """The epoch of the sweep's one run's latest checkpoint; 0 before the first."""
     for run in sweep_dir.glob("train-*"):
-        try:
-            result = read_train_result(str(run))
-        except Exception:  # its snapshot caught mid-write
-            return 0
-        return 0 if result is None else int(result.metrics.get("epoch", 0))
+        latest = read_run(str(run)).latest
+        return 0 if latest is None else latest.epoch
     return 0
 
 
 def _trial_pid() -> int:
     actors = list_actors(filters=[("state", "=", "ALIVE")])
-    pids = [a.pid for a in actors if "Trial" in a.class_name or "Trainable" in a.class_name]
-    assert len(pids) == 1, actors
+    # Tune runs a function trainable in an actor of its ImplicitFunc class.
+    pids = [a.pid for a in actors if a.class_name == "ImplicitFunc"]
+    assert len(pids) == 1, [a.class_name for a in actors]
     return pids[0]
 
 
-def test_tune_restarts_a_killed_local_trial_from_its_last_checkpoint(
+def test_tune_restarts_a_killed_one_worker_trial_from_its_last_checkpoint(
     ray_cluster: None, prepared_set: Path, tmp_path: Path
 ) -> None:
     sweep = create_sweep_config(
@@ -111,13 +132,67 @@ def test_tune_restarts_a_killed_local_trial_from_its_last_checkpoint(
     assert killed_at, "the trial never wrote its first checkpoint"
     assert outcome.results.num_errors == 0
     (run,) = (tmp_path / "killed").glob("train-*")
-    result = read_train_result(str(run))
-    history = read_checkpoint_history(result.checkpoint)
+    history = read_run(str(run)).history
     # Every epoch once: the restarted trial went on from the last checkpoint.
     assert [e["epoch"] for e in history] == [1, 2, 3, 4]
     assert history[0]["epoch_started_at"] < killed_at[0] < history[-1]["epoch_started_at"]
-    # The killed trial's reservation was released with it.
+    # Tune heard of the epochs after the restart once each, from the restarted trial.
+    frame = outcome.results[0].metrics_dataframe
+    assert frame["epoch"].is_unique and frame["epoch"].iloc[-1] == 4
+    # No worker group anywhere, and the killed trial's reservation was released with it.
+    assert not {"TrainController", "RayTrainWorker"} & _actor_classes()
     deadline = time.monotonic() + 30
     while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
         time.sleep(1)
     assert ray.available_resources().get("CPU", 0) == pytest.approx(2)
+
+
+# An actor that exits slowly, as a process that trained a run does (Ray's shutdown and the
+# finalizers of torch and a model), and is sent SIGTERM meanwhile, as Ray ends its workers.
+_SLOW_EXIT = """
+import atexit, os, signal, sys, time
+import ray
+from cars.cluster.session import end_quietly_on_sigterm
+
+ray.init(num_cpus=1, logging_level="WARNING")
+
+@ray.remote
+class Trial:
+    def train(self, quiet):
+        atexit.register(time.sleep, 20)  # a slow exit
+        if quiet:
+            end_quietly_on_sigterm()
+        return os.getpid()
+
+trial = Trial.remote()
+pid = ray.get(trial.train.remote(sys.argv[1] == "quiet"))
+trial.__ray_terminate__.remote()
+time.sleep(5)
+os.kill(pid, signal.SIGTERM)
+deadline = time.monotonic() + 15
+while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+    time.sleep(0.2)
+time.sleep(3)  # the worker's last lines reach this driver
+print("exited" if not os.path.exists(f"/proc/{pid}") else "still running")
+"""
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_a_sigterm_while_a_trained_process_exits_ends_it_without_a_traceback(
+    quiet: bool, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _SLOW_EXIT, "quiet" if quiet else "as-ray-leaves-it"],
+        cwd=tmp_path,
+        env=job_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "exited" in done.stdout, output[-3000:]
+    # Ray's own handler raises SystemExit inside the exit callbacks, where it is only printed.
+    shown = "Exception ignored" in output or "Traceback" in output
+    assert shown != quiet, output[-3000:]

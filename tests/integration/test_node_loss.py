@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 import ray
+from faults import TRAIN_SNAPSHOT_FILE
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
 from cars.cluster.runtime import PREEMPTION_WATCHER_ENV
 from cars.cluster.sweep import SweepOutcome, run_sweep
-from cars.cluster.train import TRAIN_SNAPSHOT_FILE
 from cars.learn.history import read_history
 from cars.report import write_report
 from cars.sweep_config import create_sweep_config

@@ -23,9 +23,9 @@ import pandas as pd
 import pyarrow.fs
 import pytest
 import timm
+from faults import TRAIN_SNAPSHOT_FILE
 from job_runner import job_command, job_env, run_job, start_ray_head, stop_ray
 
-from cars.cluster.train import TRAIN_SNAPSHOT_FILE
 from cars.config import TrainConfig
 from cars.learn.checkpoint import save_checkpoint
 from cars.learn.history import read_history

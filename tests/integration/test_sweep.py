@@ -16,18 +16,14 @@ import torch
 from PIL import Image
 
 from cars.cluster.resources import TrialResources
-from cars.cluster.sweep import (
-    SWEEP_CONFIG_FILE,
-    create_base_config,
-    prepare_shared_features,
-    run_sweep,
-    trial_train_config,
-)
+from cars.cluster.sweep import create_base_config, prepare_shared_features, run_sweep
+from cars.cluster.trial import trial_train_config
 from cars.cluster.worker import prepare_features
 from cars.learn.checkpoint import load_checkpoint
 from cars.learn.model import build_model
 from cars.report import write_report
 from cars.report.results import EPOCH_COLUMNS, TRIAL_COLUMNS, best_epoch, rank_trials
+from cars.runs import SWEEP_CONFIG_FILE
 from cars.sweep_config import create_sweep_config
 
 pytestmark = pytest.mark.slow

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from faults import WatchedWorker, epochs_by_process, read_epoch_log
+from faults import WatchedWorker, create_watched_trainer, epochs_by_process, read_epoch_log
 
 from cars.cluster.train import run_training
 from cars.config import METRIC, TrainConfig
 from cars.learn.checkpoint import load_checkpoint
-from cars.learn.history import read_history
 from cars.learn.optim import WarmupCosine
+from cars.runs import read_run
 
 pytestmark = pytest.mark.slow
 
@@ -38,20 +38,20 @@ def test_two_worker_run_reports_every_epoch_with_a_checkpoint(
     ray_cluster: None, prepared_set: Path, tmp_path: Path
 ) -> None:
     config = _config(prepared_set)
-    result = run_training(config, storage_path=str(tmp_path), name="two-workers")
+    run = run_training(config, storage_path=str(tmp_path), name="two-workers")
 
-    assert result.error is None
-    assert result.metrics["epoch"] == 2
-    assert result.metrics["world_size"] == 2
+    assert run.latest is not None
+    metrics = run.latest.metrics
+    assert metrics["epoch"] == 2
+    assert metrics["world_size"] == 2
     # 36 training images split over 2 workers in batches of 4: 4 full batches each.
-    assert result.metrics["train_images"] == 32
+    assert metrics["train_images"] == 32
     # Validation is sharded without padding: each of the 12 images counts once.
-    assert result.metrics["val_images"] == 12
-    assert 0.0 <= result.metrics[METRIC] <= 1.0
-    epochs = sorted(metrics["epoch"] for _, metrics in result.best_checkpoints)
-    assert epochs == [1, 2]
+    assert metrics["val_images"] == 12
+    assert 0.0 <= metrics[METRIC] <= 1.0
+    assert [c.epoch for c in run.checkpoints] == [1, 2]
 
-    state = load_checkpoint(result.checkpoint.path)
+    state = load_checkpoint(run.latest.location)
     assert state["epoch"] == 2
     assert state["config"] == config.to_dict()
     assert len(state["class_names"]) == 4
@@ -63,40 +63,40 @@ def test_a_crashed_worker_is_restarted_and_resumes_its_schedule(
 ) -> None:
     log, marker = tmp_path / "epochs.jsonl", tmp_path / "crashed"
     config = _config(prepared_set, epochs=3, checkpoints_to_keep=3, image_size=32)
-    result = run_training(
-        config,
-        storage_path=str(tmp_path),
-        name="crash-once",
-        train_fn=WatchedWorker(
-            str(log), crash_in_epoch=2, marker=str(marker), run_dir=str(tmp_path / "crash-once")
-        ),
+    watched = WatchedWorker(
+        str(log), crash_in_epoch=2, marker=str(marker), run_dir=str(tmp_path / "crash-once")
     )
+    trainer = create_watched_trainer(
+        config, storage_path=str(tmp_path), name="crash-once", watched=watched
+    )
+    result = trainer.fit()
+    run = read_run(str(tmp_path / "crash-once"))
 
     assert marker.exists(), "the worker never crashed"
     crashed_at = float(marker.read_text())
     assert result.error is None
-    assert result.metrics["epoch"] == 3
+    assert run.latest is not None and run.latest.metrics["epoch"] == 3
     # Two worker groups: the first finished epoch 1 and died in the middle of
     # epoch 2; the second began at epoch 2, after the last checkpoint, so no
     # finished epoch ran twice.
     assert epochs_by_process(read_epoch_log(log), rank=0) == [[1], [2, 3]]
     assert epochs_by_process(read_epoch_log(log), rank=1) == [[1], [2, 3]]
     # Every checkpoint is kept, and epoch 1's was not written again after the crash.
-    reported = sorted(metrics["epoch"] for _, metrics in result.best_checkpoints)
-    assert reported == [1, 2, 3]
-    first = next(Path(c.path) for c, metrics in result.best_checkpoints if metrics["epoch"] == 1)
+    assert [c.epoch for c in run.checkpoints] == [1, 2, 3]
+    assert sorted(m["epoch"] for _, m in result.best_checkpoints) == [1, 2, 3]
+    first = Path(run.checkpoints[0].location)
     assert all(f.stat().st_mtime < crashed_at for f in first.iterdir())
 
     # The learning-rate schedule continued instead of restarting: its step count
     # and the last epoch's rate are those of an uninterrupted run.
-    state = load_checkpoint(result.checkpoint.path)
+    state = load_checkpoint(run.latest.location)
     steps_per_epoch = 4
     assert state["scheduler"]["last_epoch"] == 3 * steps_per_epoch
     schedule = WarmupCosine(steps_per_epoch, 3 * steps_per_epoch, config.min_lr_ratio)
     expected_lr = config.lr * schedule(3 * steps_per_epoch)
-    assert result.metrics["lr"] == pytest.approx(expected_lr)
+    assert run.latest.metrics["lr"] == pytest.approx(expected_lr)
     # The whole curve survived the restart, once per epoch.
-    assert [row["epoch"] for row in read_history(result.checkpoint.path)] == [1, 2, 3]
+    assert [row["epoch"] for row in run.history] == [1, 2, 3]
 
 
 def test_a_frozen_run_on_cached_features_matches_one_on_images(
@@ -112,14 +112,12 @@ def test_a_frozen_run_on_cached_features_matches_one_on_images(
     assert not store.exists()
     on_features = run_training(config, storage_path=str(tmp_path), name="frozen-features")
 
-    assert on_images.error is None
-    assert on_features.error is None
+    assert on_images.latest is not None and on_features.latest is not None
     # The two workers computed half of the features each; rank 0 stored all of them.
     (manifest,) = store.glob("*/manifest.json")
     assert json.loads(manifest.read_text())["splits"] == {"train": 36, "val": 12}
 
-    image_curve = read_history(on_images.checkpoint.path)
-    feature_curve = read_history(on_features.checkpoint.path)
+    image_curve, feature_curve = on_images.history, on_features.history
     compared = ("train_loss", "train_acc", "val_loss", METRIC, "val_top5", "lr", "train_images")
     for images, features in zip(image_curve, feature_curve, strict=True):
         assert {k: features[k] for k in compared} == pytest.approx(
@@ -128,8 +126,8 @@ def test_a_frozen_run_on_cached_features_matches_one_on_images(
         assert features["trainable_params"] == images["trainable_params"] == 2048 * 4 + 4
 
     # Checkpoints hold the whole model, its head trained as on images.
-    image_model = load_checkpoint(on_images.checkpoint.path)["model"]
-    feature_model = load_checkpoint(on_features.checkpoint.path)["model"]
+    image_model = load_checkpoint(on_images.latest.location)["model"]
+    feature_model = load_checkpoint(on_features.latest.location)["model"]
     assert feature_model.keys() == image_model.keys()
     for name, value in image_model.items():
         torch.testing.assert_close(feature_model[name], value, rtol=1e-4, atol=1e-5)

@@ -103,7 +103,7 @@ def computed(prepared_set: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     config = _config(prepared_set)
     store = tmp_path_factory.mktemp("features")
     cache = load_or_compute_features(
-        _frozen_model(config), _datasets(config), store=str(store), batch_size=16, device="cpu"
+        _frozen_model(config), _datasets(config), store=str(store), batch_size=16
     )
     return store, cache
 
@@ -182,9 +182,7 @@ def test_a_second_run_reads_the_cache_and_gets_the_same_features(
     # Another head on the same backbone: the cache ignores the head.
     model = _frozen_model(config)
     nn.init.normal_(model.fc.weight)
-    second = load_or_compute_features(
-        model, _datasets(config), store=str(store), batch_size=16, device="cpu"
-    )
+    second = load_or_compute_features(model, _datasets(config), store=str(store), batch_size=16)
 
     assert not second.computed
     assert second.key == first.key
@@ -206,7 +204,7 @@ def test_a_cache_without_its_manifest_is_computed_again(
     (tmp_path / first.key / "val.safetensors").write_bytes(b"half a file")
 
     again = load_or_compute_features(
-        _frozen_model(config), _datasets(config), store=str(tmp_path), batch_size=16, device="cpu"
+        _frozen_model(config), _datasets(config), store=str(tmp_path), batch_size=16
     )
 
     assert again.computed
@@ -286,9 +284,7 @@ def test_the_cache_round_trips_through_s3(
         f"{store}/{first.key}", feature_identity(model, _datasets(config), None), first.splits
     )
 
-    read = load_or_compute_features(
-        model, _datasets(config), store=store, batch_size=16, device="cpu"
-    )
+    read = load_or_compute_features(model, _datasets(config), store=store, batch_size=16)
 
     assert not read.computed
     assert read.location == f"{store}/{first.key}"

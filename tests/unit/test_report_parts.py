@@ -11,14 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import ray.train
 import torch
 
-from cars.cluster.train import best_checkpoint, read_train_result
 from cars.config import BEST_SCORE, SCORE, TrainConfig, selection_scores
 from cars.data import DatasetInfo
 from cars.learn.checkpoint import save_checkpoint
 from cars.learn.gradcam import POINTING_TOLERANCE
+from cars.learn.history import write_history
 from cars.learn.model import build_model, head_parameters
 from cars.report.cams import pointing_tolerance, select_images
 from cars.report.results import (
@@ -34,6 +33,7 @@ from cars.report.results import (
 from cars.report.scoring import score_probabilities
 from cars.report.summary import SummaryInputs, render_summary
 from cars.report.writer import describe_weights
+from cars.runs import persist_checkpoint, prune_checkpoints, read_run
 from cars.study import summarize_best_trials
 from cars.sweep_config import create_sweep_config
 
@@ -151,24 +151,19 @@ def test_the_checkpoint_kept_and_chosen_is_the_best_epochs(tmp_path: Path) -> No
         {**row, **selection_scores(curve.iloc[: i + 1].to_dict("records"))}
         for i, row in enumerate(curve.to_dict("records"))
     ]
-    # Ray Train keeps the highest SCORE, the later of equal ones (num_to_keep=2).
-    kept = sorted(history, key=lambda m: (m[SCORE], m["epoch"]))[-2:]
-    assert {m["epoch"] for m in kept} == {3, 4}
-    checkpoints = []
-    for metrics in kept:
-        folder = tmp_path / f"epoch-{metrics['epoch']}"
-        folder.mkdir()
-        checkpoints.append((ray.train.Checkpoint.from_directory(str(folder)), metrics))
-    result = ray.train.Result(
-        metrics=history[-1],
-        checkpoint=checkpoints[-1][0],
-        error=None,
-        path=str(tmp_path),
-        best_checkpoints=checkpoints,
-    )
-    chosen = best_checkpoint(result)
-    assert chosen is not None and chosen[1]["epoch"] == int(best_epoch(curve)["epoch"]) == 4
-    assert chosen[0].path.endswith("epoch-4")
+    run = str(tmp_path / "train-0")
+    for epoch in range(1, len(history) + 1):
+        local = tmp_path / "local" / str(epoch)
+        write_history(local, history[:epoch])
+        persist_checkpoint(local, run, epoch)
+        # Ray Train's CheckpointConfig(num_to_keep=2, SCORE): the highest, the later of equals.
+        prune_checkpoints(read_run(run), 2)
+    kept = read_run(run).checkpoints
+    assert [c.epoch for c in kept] == [3, 4, 5]  # and the latest, to resume from
+    chosen = read_run(run).best
+    assert chosen is not None and chosen.epoch == int(best_epoch(curve)["epoch"]) == 4
+    assert chosen.location.endswith("epoch-0004")
+    assert read_train_run(run).best_checkpoint == chosen.location
     assert history[-1][BEST_SCORE] == history[3][SCORE]
 
 
@@ -548,9 +543,9 @@ def test_describe_weights_of_an_unreadable_path_names_the_path(tmp_path: Path) -
 
 
 def test_a_train_run_stopped_before_its_first_report_reads_as_empty(tmp_path: Path) -> None:
-    # A sweep killed while a trial starts leaves the run's folder without Ray's snapshot.
+    # A sweep killed while a trial starts leaves the run's folder without a checkpoint.
     started = tmp_path / "train-00000"
     started.mkdir()
-    assert read_train_result(str(started)) is None
-    assert read_train_result(str(tmp_path / "train-never-started")) is None
+    assert read_run(str(started)).latest is None
+    assert read_run(str(tmp_path / "train-never-started")).latest is None
     assert read_train_run(str(started)) == TrainRunState(None, {}, [])

@@ -1,19 +1,31 @@
-"""Whether a job starts its own Ray or joins a cluster, and what that changes."""
+"""What a job finds of other Ray instances on its machine, from their raylets' command lines."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from cars.cluster.runtime import starts_local_instance
+from cars.cluster.runtime import find_local_gcs_addresses
 
-
-def test_a_job_under_ray_address_joins_that_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
-    assert not starts_local_instance()
+RAYLET = "/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet"
 
 
-def test_a_job_with_a_local_address_starts_its_own_instance(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("RAY_ADDRESS", "local")
-    assert starts_local_instance()
+def _process(proc: Path, pid: int, *arguments: str) -> None:
+    folder = proc / str(pid)
+    folder.mkdir(parents=True)
+    (folder / "cmdline").write_bytes(b"\0".join(a.encode() for a in arguments) + b"\0")
+
+
+def test_every_raylets_gcs_address_is_found(tmp_path: Path) -> None:
+    _process(tmp_path, 10, RAYLET, "--node_ip_address=10.0.0.1", "--gcs-address=10.0.0.1:6379")
+    _process(tmp_path, 11, RAYLET, "--gcs-address=127.0.0.1:40123", "--num_cpus=2")
+    # A worker's command line names the GCS too, and is not an instance of its own.
+    _process(tmp_path, 12, "ray::RayTrainWorker", "--gcs-address=10.0.0.1:6379")
+    _process(tmp_path, 13, "/usr/bin/python", "jobs/sweep.py", "--gcs-address=1.2.3.4:5")
+    (tmp_path / "self").mkdir()  # not a process id
+    assert find_local_gcs_addresses(tmp_path) == {"10.0.0.1:6379", "127.0.0.1:40123"}
+
+
+def test_no_raylet_no_instance(tmp_path: Path) -> None:
+    _process(tmp_path, 10, "/usr/bin/python", "-c", "pass")
+    assert find_local_gcs_addresses(tmp_path) == set()
+    assert find_local_gcs_addresses(tmp_path / "missing") == set()

@@ -17,6 +17,7 @@ from cars.cluster.sweep import SAMPLE_SEED, DepthSampler, LearningRateSampler, c
 from cars.cluster.worker import create_train_loader
 from cars.config import TrainConfig
 from cars.data import create_transform_for
+from cars.learn.placement import Worker
 from cars.sweep_config import create_sweep_config
 
 
@@ -51,9 +52,7 @@ def _order(seed: int, rank: int, epoch: int = 1, world_size: int = 2) -> list[in
     loader = create_train_loader(
         range(40),  # type: ignore[arg-type]
         _config(seed, num_workers=world_size),
-        rank,
-        world_size,
-        False,
+        Worker(rank=rank, world_size=world_size),
     )
     if world_size > 1:
         assert isinstance(loader.sampler, DistributedSampler)
@@ -82,7 +81,8 @@ def test_ranks_augment_differently_and_reproducibly(loader_workers: int) -> None
         random.seed(100)
         torch.manual_seed(100)
         config = _config(seed=3, loader_workers=loader_workers)
-        return next(iter(create_train_loader(OnePhoto(), config, rank, 2, False)))[0]
+        worker = Worker(rank=rank, world_size=2, loader_workers=loader_workers)
+        return next(iter(create_train_loader(OnePhoto(), config, worker)))[0]
 
     rank0, rank1 = first_batch(0), first_batch(1)
     assert not torch.equal(rank0, rank1)
@@ -93,7 +93,7 @@ def test_python_random_is_seeded_for_timm_crops() -> None:
     # timm's random-resized crop draws its scale and ratio from Python's random.
     def crop() -> torch.Tensor:
         random.seed(int(torch.randint(0, 1000, ()).item()))
-        create_train_loader(OnePhoto(), _config(seed=9), 0, 2, False)
+        create_train_loader(OnePhoto(), _config(seed=9), Worker(world_size=2))
         return torch.tensor([random.random() for _ in range(4)])
 
     assert torch.equal(crop(), crop())

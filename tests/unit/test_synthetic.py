@@ -10,7 +10,13 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from cars.data import DataError, design_classes, read_annotations, write_synthetic_cars
+from cars.data import (
+    DataError,
+    SyntheticCars,
+    design_classes,
+    read_annotations,
+    write_synthetic_cars,
+)
 from cars.data.synthetic_classes import COLOURS, contrasting_stripe
 from cars.data.synthetic_drawing import FLAT_BACKGROUND, draw_car, draw_photo
 
@@ -60,7 +66,7 @@ def test_written_boxes_match_the_cars_in_the_files(
 
     monkeypatch.setattr("cars.data.synthetic.draw_photo", draw_on_flat)
     root = write_synthetic_cars(
-        tmp_path / "cars", num_classes=4, train_per_class=4, test_per_class=1, seed=5
+        tmp_path / "cars", SyntheticCars(num_classes=4, train_per_class=4, test_per_class=1, seed=5)
     )
     offsets = []
     for row in read_annotations(root).itertuples():
@@ -79,7 +85,8 @@ def test_written_boxes_match_the_cars_in_the_files(
 def test_the_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
     def write(name: str, seed: int) -> dict[str, bytes]:
         root = write_synthetic_cars(
-            tmp_path / name, num_classes=2, train_per_class=2, test_per_class=1, seed=seed
+            tmp_path / name,
+            SyntheticCars(num_classes=2, train_per_class=2, test_per_class=1, seed=seed),
         )
         return {
             p.relative_to(root).as_posix(): p.read_bytes()
@@ -95,7 +102,7 @@ def test_the_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
 
 def test_the_files_have_the_structure_of_the_real_data_set(tmp_path: Path) -> None:
     root = write_synthetic_cars(
-        tmp_path / "cars", num_classes=3, train_per_class=2, test_per_class=1
+        tmp_path / "cars", SyntheticCars(num_classes=3, train_per_class=2, test_per_class=1)
     )
     train = scipy.io.loadmat(root / "devkit" / "cars_train_annos.mat")["annotations"]
     assert train.shape == (1, 6)
@@ -176,7 +183,8 @@ def test_usual_colour_share_sets_how_much_the_paint_tells_of_the_class() -> None
 
 def test_photo_sizes_follow_the_widths_option(tmp_path: Path) -> None:
     root = write_synthetic_cars(
-        tmp_path / "cars", num_classes=1, train_per_class=3, test_per_class=0, widths=(300, 320)
+        tmp_path / "cars",
+        SyntheticCars(num_classes=1, train_per_class=3, test_per_class=0, widths=(300, 320)),
     )
     for path in (root / "cars_train").iterdir():
         with Image.open(path) as image:
@@ -189,18 +197,21 @@ def test_bad_arguments_and_a_non_empty_folder_are_refused(tmp_path: Path) -> Non
     with pytest.raises(DataError, match="task='other'"):
         design_classes(2, task="other")
     with pytest.raises(DataError, match="train_per_class=0"):
-        write_synthetic_cars(tmp_path / "a", num_classes=2, train_per_class=0, test_per_class=1)
+        write_synthetic_cars(
+            tmp_path / "a", SyntheticCars(num_classes=2, train_per_class=0, test_per_class=1)
+        )
     with pytest.raises(DataError, match=r"usual_colour_share=1\.5"):
         write_synthetic_cars(
             tmp_path / "a",
-            num_classes=2,
-            train_per_class=1,
-            test_per_class=1,
-            usual_colour_share=1.5,
+            SyntheticCars(
+                num_classes=2, train_per_class=1, test_per_class=1, usual_colour_share=1.5
+            ),
         )
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
     with pytest.raises(DataError, match="already exists"):
-        write_synthetic_cars(tmp_path / "full", num_classes=1, train_per_class=1, test_per_class=0)
+        write_synthetic_cars(
+            tmp_path / "full", SyntheticCars(num_classes=1, train_per_class=1, test_per_class=0)
+        )
     assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]  # nothing half-written

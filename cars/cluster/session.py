@@ -1,0 +1,256 @@
+"""Where the worker loop runs: a Ray Train worker, or a Tune trial's own process.
+
+The loop (:func:`cars.cluster.worker.run_worker`) asks a :class:`TrainSession`
+for its place (rank, world size, device), for the checkpoint to resume from, to
+wrap its model and loader for data parallelism, and to report each epoch with
+its checkpoint. Two sessions answer, on Ray's public API only:
+
+- :class:`RayTrainSession`, in a worker of a Ray Train worker group:
+  ``ray.train.get_context``, ``get_checkpoint``, ``report`` and
+  ``ray.train.torch.prepare_model`` / ``prepare_data_loader``; Ray Train persists
+  the checkpoints and keeps ``CheckpointConfig.num_to_keep`` of them.
+- :class:`ProcessSession`, in a one-worker run's own process (a Tune function
+  trainable, where ``ray.train``'s calls refuse to run, or a Ray task): the project
+  persists the checkpoints in the same folders (:mod:`cars.runs`), prunes them as
+  Ray Train would, resumes from the latest, and in a trial reports to Tune with
+  ``ray.tune.report``.
+
+Device choice lives in one function, :func:`choose_device`, for both.
+"""
+
+from __future__ import annotations
+
+import abc
+import atexit
+import functools
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.fs
+import ray
+import ray.train
+import ray.train.torch
+import ray.tune
+import torch
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+from torch.utils.data import DataLoader
+
+from cars.config import TrainConfig
+from cars.learn.placement import Worker
+from cars.paths import is_uri
+from cars.runs import checkpoint_dir_name, persist_checkpoint, prune_checkpoints, read_run
+from cars.storage import local_copy
+
+VISIBLE_DEVICES_ENV = "CUDA_VISIBLE_DEVICES"
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """The device a process trains on, and what Ray told it: its GPU ids and visible devices."""
+
+    device: torch.device
+    gpu_ids: tuple[str, ...]
+    visible_devices: str | None
+
+
+def device_for(
+    use_gpu: bool, gpu_ids: tuple[str, ...], visible_devices: str | None
+) -> torch.device:
+    """The device of a process that reserved ``use_gpu``, given the GPUs Ray assigned it.
+
+    Ray names a process's GPUs by their ids on the node and sets
+    ``CUDA_VISIBLE_DEVICES`` to them, so CUDA numbers them from 0 in that list; a
+    process whose ``CUDA_VISIBLE_DEVICES`` Ray left alone sees every GPU by its id.
+    """
+    if not use_gpu:
+        return torch.device("cpu")
+    if not gpu_ids:
+        raise RuntimeError(
+            "this process reserved a GPU but Ray assigned it none: start Ray with the "
+            "node's GPUs (ray start --num-gpus N), or train on the CPU (--cpu)"
+        )
+    first = min(gpu_ids, key=lambda i: int(i) if i.isdigit() else i)
+    if visible_devices:
+        ids = [i.strip() for i in visible_devices.split(",")]
+        if first not in ids:
+            raise RuntimeError(
+                f"Ray assigned GPU {first}, which CUDA_VISIBLE_DEVICES={visible_devices} hides"
+            )
+        return torch.device("cuda", ids.index(first))
+    return torch.device("cuda", int(first))
+
+
+def choose_device(use_gpu: bool, *, in_train_worker: bool) -> DeviceChoice:
+    """The device this process trains on: the GPU Ray assigned it, or the CPU.
+
+    In a Ray Train worker, ``ray.train.torch.get_device()`` (which also knows the
+    worker's local rank); in a trial's own process, the GPU ids Ray assigned it.
+    A CPU process is made to see no GPU: Ray leaves every GPU visible to a process
+    that reserved none, and CUDA would pick the first.
+    """
+    gpu_ids = tuple(str(i) for i in ray.get_gpu_ids())
+    visible = os.environ.get(VISIBLE_DEVICES_ENV)
+    if in_train_worker:
+        device = ray.train.torch.get_device()
+    else:
+        device = device_for(use_gpu, gpu_ids, visible)
+    if not use_gpu:
+        os.environ[VISIBLE_DEVICES_ENV] = ""
+    return DeviceChoice(device, gpu_ids, visible)
+
+
+def resolve_loader_workers(config: TrainConfig) -> int:
+    """DataLoader worker processes per training worker.
+
+    On a GPU the decoding must keep up with the device, so every spare CPU of the
+    worker's reservation decodes; on a CPU the training itself needs the cores.
+    """
+    if config.loader_workers is not None:
+        return config.loader_workers
+    if config.use_gpu:
+        return max(2, int(config.cpus_per_worker) - 1)
+    return 0
+
+
+class TrainSession(abc.ABC):
+    """What the worker loop needs from where it runs."""
+
+    worker: Worker
+
+    @abc.abstractmethod
+    @contextmanager
+    def checkpoint_to_resume(self) -> Iterator[str | None]:
+        """A local folder holding the checkpoint to resume from; ``None`` for a fresh start."""
+
+    def prepare_model(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` ready for data-parallel training (as it is, for one process)."""
+        return module
+
+    def prepare_train_loader(self, loader: DataLoader) -> DataLoader:
+        """The training loader ready for data-parallel training (as it is, for one process)."""
+        return loader
+
+    @abc.abstractmethod
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None, epoch: int) -> None:
+        """Report an epoch, with the checkpoint rank 0 wrote in ``checkpoint_dir``.
+
+        Every rank calls it (a barrier in a worker group); ranks other than 0 pass ``None``.
+        """
+
+
+class RayTrainSession(TrainSession):
+    """A worker of a Ray Train worker group."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        context = ray.train.get_context()
+        self.device_choice = choose_device(config.use_gpu, in_train_worker=True)
+        self.worker = Worker.on(
+            self.device_choice.device,
+            rank=context.get_world_rank(),
+            world_size=context.get_world_size(),
+            loader_workers=resolve_loader_workers(config),
+        )
+        _keep_library_logs_at_warning()
+
+    @contextmanager
+    def checkpoint_to_resume(self) -> Iterator[str | None]:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            yield None
+            return
+        with checkpoint.as_directory() as directory:
+            yield directory
+
+    def prepare_model(self, module: torch.nn.Module) -> torch.nn.Module:
+        return ray.train.torch.prepare_model(module)
+
+    def prepare_train_loader(self, loader: DataLoader) -> DataLoader:
+        return ray.train.torch.prepare_data_loader(loader)
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None, epoch: int) -> None:
+        checkpoint = None
+        if checkpoint_dir is not None:
+            checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
+        ray.train.report(
+            metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_dir_name(epoch)
+        )
+
+
+def _keep_library_logs_at_warning() -> None:
+    """Show libraries' warnings from a Train worker, not their INFO lines.
+
+    Ray Train sets a worker's root logger to INFO, and Ray 2.60 echoes every
+    ``ray.train.report`` (metrics and checkpoint) at INFO under a logger outside
+    ``ray.train``, which ``LoggingConfig(log_level=...)`` does not reach; rank 0's
+    epoch line already says what was reported. The project's own loggers log
+    warnings only in a worker.
+    """
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+@functools.cache
+def end_quietly_on_sigterm() -> None:
+    """Let a SIGTERM that reaches this process while it exits end it, without a traceback.
+
+    A Ray worker's SIGTERM handler raises ``SystemExit`` so that the process
+    shuts Ray down on its way out. A process that trained a run in it exits by
+    running its ``atexit`` callbacks (Ray's shutdown among them) and finalizers,
+    which take a while with torch and a model loaded; a SIGTERM that Ray sends
+    meanwhile (to a worker it ends) raised inside them, where Python can only
+    print it: ``Exception ignored in ... sigterm_handler ... SystemExit: 1`` under
+    a run that succeeded. Once the process exits there is nothing left to shut
+    down, so from then on SIGTERM ends it as it would any program. This runs
+    first among the exit callbacks (they run last registered first), in the main
+    thread, where Python allows setting a handler.
+    """
+    atexit.register(signal.signal, signal.SIGTERM, signal.SIG_DFL)
+
+
+class ProcessSession(TrainSession):
+    """A one-worker run training in its own process: a Tune trial's, or a Ray task's.
+
+    Args:
+        config: the run.
+        run_path: the run's folder, e.g. ``<storage>/<sweep>/train-<trial id>`` (or a URI).
+        report_to_tune: hand each epoch to Tune (in a trial); a task only persists it.
+    """
+
+    def __init__(self, config: TrainConfig, run_path: str, *, report_to_tune: bool) -> None:
+        if config.num_workers != 1:
+            raise ValueError(
+                f"a run trains in its own process with one worker, not {config.num_workers}"
+            )
+        end_quietly_on_sigterm()
+        self.run_path = run_path
+        self.report_to_tune = report_to_tune
+        self.checkpoints_to_keep = config.checkpoints_to_keep
+        self.device_choice = choose_device(config.use_gpu, in_train_worker=False)
+        self.worker = Worker.on(
+            self.device_choice.device, loader_workers=resolve_loader_workers(config)
+        )
+
+    @contextmanager
+    def checkpoint_to_resume(self) -> Iterator[str | None]:
+        latest = read_run(self.run_path).latest
+        if latest is None:
+            yield None
+            return
+        with local_copy(latest.location) as directory:
+            yield str(directory)
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None, epoch: int) -> None:
+        reported = dict(metrics)
+        if checkpoint_dir is not None:
+            location = persist_checkpoint(checkpoint_dir, self.run_path, epoch)
+            prune_checkpoints(read_run(self.run_path), self.checkpoints_to_keep)
+            # As Tune's TuneReportCallback passes a worker group's checkpoint: its
+            # path on its filesystem (no scheme).
+            path = pyarrow.fs.FileSystem.from_uri(location)[1] if is_uri(location) else location
+            reported[CHECKPOINT_PATH_KEY] = path
+        if self.report_to_tune:
+            ray.tune.report(reported)
