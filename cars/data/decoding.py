@@ -3,9 +3,12 @@
 A JPEG much larger than the transform needs is decoded at 1/2, 1/4 or 1/8
 scale (Pillow's ``draft``: libjpeg scales in the DCT, so the skipped pixels
 cost nothing), never below what the transform's smallest crop needs
-(``decode_scale``); the box is scaled by the same factor. A full-scale RGB JPEG
-is decoded by torchvision's libjpeg-turbo binding straight into a tensor (the
-same pixels as Pillow's, without the copies).
+(``decode_scale``); the box is scaled by the same factor. A full-scale colour
+JPEG is decoded by simplejpeg, a libjpeg-turbo binding that writes straight into
+a NumPy array: the same pixels as Pillow's (the same library, the same accurate
+DCT and smooth chroma upsampling) without Pillow's buffer and its copies
+(``benchmarks/bench_data.py`` measures the decoders side by side). Anything
+else (grayscale, CMYK, PNG) goes through Pillow.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ import io
 import math
 
 import numpy as np
+import simplejpeg
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from cars.data.boxes import Box, expand_box
 from cars.data.transforms import InputTransform
@@ -46,13 +49,17 @@ def _decode_opened(image: Image.Image, data: bytes, scale: float) -> tuple[torch
             pixels = np.asarray(image.convert("RGB"))
             return torch.from_numpy(pixels.copy()).permute(2, 0, 1), factor
     if image.format == "JPEG" and image.mode == "RGB":
-        # The same libjpeg-turbo pixels as Pillow's at about half the time (no PIL
-        # buffer, no copies); torchvision 0.29 flags its decoders as deprecated in
-        # favour of TorchCodec, which this project does not install.
-        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        return decode_jpeg(encoded, mode=ImageReadMode.RGB), 1.0
+        return decode_jpeg_rgb(data), 1.0
     pixels = np.asarray(image.convert("RGB"))
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1), 1.0
+
+
+def decode_jpeg_rgb(data: bytes) -> torch.Tensor:
+    """A colour JPEG at full scale to a uint8 3 x H x W tensor, the pixels Pillow decodes."""
+    pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False)
+    # A view of the H x W x 3 array: the transforms read it as fast as a contiguous
+    # copy (to_pil even skips its own), and the copy is not free.
+    return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
 def decode_input(

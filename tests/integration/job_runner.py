@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import socket
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -13,9 +16,28 @@ from pathlib import Path
 from cars.paths import PROJECT_ROOT
 
 
+def scripts_dir() -> Path:
+    """Where the running Python's console scripts are (``ray``): beside ``sys.executable``
+    in a virtual environment, whether or not that environment is activated."""
+    return Path(sysconfig.get_path("scripts"))
+
+
+def ray_cli() -> str:
+    """The ``ray`` command of the Python running the tests, not whichever is first on PATH."""
+    ray = scripts_dir() / "ray"
+    if not ray.is_file():
+        raise FileNotFoundError(f"no `ray` command beside {sys.executable}: pip install -e .")
+    return str(ray)
+
+
 def job_env(**extra: str) -> dict[str, str]:
-    """The environment of a job process, as in a user's shell: it starts its own Ray."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
+    """The environment of a job process, as in a user's shell: it starts its own Ray.
+
+    The running Python's scripts come first on PATH, as in an activated environment, so a
+    ``python`` or ``ray`` that Ray itself runs (a submitted job's entrypoint) is this one.
+    """
+    path = os.pathsep.join([str(scripts_dir()), os.environ.get("PATH", os.defpath)])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": path, **extra}
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -62,26 +84,73 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def start_ray_head() -> str:
-    """A head started with ``ray start --head`` from the project root; its dashboard address.
+# Where the README says how a head is started on one machine.
+README_HEAD_SECTION = "### Submitting to a local Ray cluster"
+# Token authentication settings a test's own environment must not lend a head or a client.
+RAY_AUTH_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
-    Jobs run with :func:`job_env` join it with a plain ``ray.init()``.
+
+def readme_head_commands() -> list[tuple[dict[str, str], list[str]]]:
+    """The README's commands that start a head, as (environment, argv): every line of the
+    section's first shell block before the first ``ray job``."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme[readme.index(README_HEAD_SECTION) :]
+    block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
+    assert block, f"no shell block in the README's {README_HEAD_SECTION!r}"
+    commands = []
+    for line in block.group(1).splitlines():
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        if words[-2:] == [">", "/dev/null"]:
+            words = words[:-2]
+        env = {}
+        while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+            name, value = words.pop(0).split("=", 1)
+            env[name] = value
+        if words[:2] == ["ray", "job"]:
+            break
+        assert words[0] == "ray", f"not a ray command: {line!r}"
+        commands.append((env, [ray_cli(), *words[1:]]))
+    return commands
+
+
+def head_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of the README's user whose home is ``home``, for the head and its
+    clients alike: token authentication comes from there or from the commands, never from
+    the environment the tests run in."""
+    env = job_env(HOME=str(home), **extra)
+    for name in RAY_AUTH_VARIABLES:
+        if name not in extra:
+            env.pop(name, None)
+    return env
+
+
+def start_ray_head(home: Path) -> str:
+    """A head started from the project root as the README says, by a user whose home is
+    ``home``; its dashboard (jobs API) address.
+
+    Jobs and the ``ray`` command join it with ``head_env(home, RAY_AUTH_MODE="token")``.
     """
     gcs, dashboard = free_ports(2)
-    started = subprocess.run(
-        [
-            "ray", "start", "--head", "--num-cpus=2", f"--port={gcs}",
-            "--include-dashboard=true", f"--dashboard-port={dashboard}",
-            "--disable-usage-stats",
-        ],
-        cwd=PROJECT_ROOT, env=job_env(), capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
-    assert started.returncode == 0, started.stdout + started.stderr
+    # A test's head: 2 CPUs, ports of its own, no usage reports.
+    options = [
+        "--num-cpus=2", f"--port={gcs}", "--include-dashboard=true",
+        f"--dashboard-port={dashboard}", "--disable-usage-stats",
+    ]  # fmt: skip
+    for env, documented in readme_head_commands():
+        is_start = documented[1:3] == ["start", "--head"]
+        command = [*documented, *options] if is_start else documented
+        done = subprocess.run(
+            command, cwd=PROJECT_ROOT, env=head_env(home, **env), capture_output=True,
+            text=True, timeout=180, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{shlex.join(command)}:\n{done.stdout}{done.stderr}"
     return f"http://127.0.0.1:{dashboard}"
 
 
 def stop_ray() -> None:
     """Stop every Ray process that ``ray start`` started on this machine."""
     subprocess.run(
-        ["ray", "stop", "--force"], env=job_env(), capture_output=True, timeout=120, check=False
+        [ray_cli(), "stop", "--force"], env=job_env(), capture_output=True, timeout=120, check=False
     )

@@ -4,39 +4,104 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from job_runner import job_env, run_job, start_ray_head, stop_ray
+from job_runner import (
+    head_env,
+    ray_cli,
+    readme_head_commands,
+    run_job,
+    start_ray_head,
+    stop_ray,
+)
+
+from cars.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def ray_head() -> Iterator[str]:
-    """A real head started with `ray start --head`; its jobs API address."""
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's home folder that holds no Ray token (nor anything else)."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture
+def ray_head(home: Path) -> Iterator[str]:
+    """A real head started as the README says, from ``home``; its jobs API address."""
     try:
-        yield start_ray_head()
+        yield start_ray_head(home)
     finally:
         stop_ray()
 
 
-def test_smoke_demo_and_its_prediction_submitted_with_the_ray_jobs_cli(
-    ray_head: str, tmp_path: Path
-) -> None:
-    env = job_env(RAY_AUTH_MODE="token")
-    refused = subprocess.run(
-        ["ray", "job", "list", "--address", ray_head],
-        env=job_env(RAY_AUTH_MODE="disabled"), capture_output=True, text=True, timeout=120,
-        check=False,
-    )  # fmt: skip
-    assert refused.returncode != 0, "the cluster accepted a client without its token"
+def _get(url: str, token: str | None = None) -> tuple[int, str]:
+    """The status and body of a GET, with ``token`` as a bearer token if given."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
 
+
+def _ray(args: list[str], env: dict[str, str], **options: object) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [ray_cli(), *args], env=env, capture_output=True, text=True, check=False, **options
+    )
+
+
+def test_a_head_started_as_the_readme_says_refuses_a_client_without_its_token(
+    ray_head: str, home: Path
+) -> None:
+    # Refused for authentication, not for any other reason: the jobs API says why.
+    assert _get(f"{ray_head}/api/jobs/") == (401, "Unauthorized: Missing authentication token")
+    token = (home / ".ray" / "auth_token").read_text().strip()
+    assert token, "the README's commands wrote an empty token"
+    assert _get(f"{ray_head}/api/jobs/", token=f"x{token}") == (
+        403,
+        "Forbidden: Invalid authentication token",
+    )
+    # The CLI without RAY_AUTH_MODE=token sends no token, even with one in its home.
+    refused = _ray(["job", "list", "--address", ray_head], head_env(home), timeout=120)
+    assert refused.returncode != 0
+    assert "Missing authentication token" in refused.stdout + refused.stderr
+
+    status, body = _get(f"{ray_head}/api/jobs/", token=token)
+    assert status == 200, body
+    assert json.loads(body) == []
+    listed = _ray(
+        ["job", "list", "--address", ray_head], head_env(home, RAY_AUTH_MODE="token"), timeout=120
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+
+
+def test_the_readmes_head_does_not_start_open_where_no_token_can_be_made(home: Path) -> None:
+    """The README's ``ray start --head`` alone, with no token anywhere, refuses to start."""
+    ((env, start),) = [(e, c) for e, c in readme_head_commands() if c[1:3] == ["start", "--head"]]
+    try:
+        done = _ray(
+            [*start[1:], "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats"],
+            head_env(home, **env), cwd=PROJECT_ROOT, timeout=180,
+        )  # fmt: skip
+    finally:
+        stop_ray()
+    assert done.returncode != 0, "a head started without any token"
+    assert "authentication token" in (done.stdout + done.stderr).lower()
+
+
+def test_smoke_demo_and_its_prediction_submitted_with_the_ray_jobs_cli(
+    ray_head: str, home: Path, tmp_path: Path
+) -> None:
+    env = head_env(home, RAY_AUTH_MODE="token")
     submitted = subprocess.run(
         [
-            "ray", "job", "submit", "--address", ray_head, "--",
+            ray_cli(), "job", "submit", "--address", ray_head, "--",
             "python", "jobs/sweep.py", "--preset", "smoke", "--name", "submitted",
             "--storage", str(tmp_path / "runs"), "--reports", str(tmp_path / "reports"),
         ],
@@ -58,7 +123,7 @@ def test_smoke_demo_and_its_prediction_submitted_with_the_ray_jobs_cli(
     data = json.loads((tmp_path / "runs" / "submitted" / "sweep.json").read_text())["data"]
     predicted = subprocess.run(
         [
-            "ray", "job", "submit", "--address", ray_head, "--",
+            ray_cli(), "job", "submit", "--address", ray_head, "--",
             "python", "jobs/predict.py", "--model", str(report / "best"), "--images", data,
             "--split", "test", "--out", str(tmp_path / "predicted"),
         ],

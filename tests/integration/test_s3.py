@@ -24,7 +24,7 @@ import pyarrow.fs
 import pytest
 import timm
 from faults import TRAIN_SNAPSHOT_FILE
-from job_runner import job_command, job_env, run_job, start_ray_head, stop_ray
+from job_runner import head_env, job_command, run_job, start_ray_head, stop_ray
 
 from cars.config import TrainConfig
 from cars.learn.checkpoint import save_checkpoint
@@ -40,9 +40,15 @@ SOURCE_CLASSES = [f"source-{i}" for i in range(4)]
 
 
 @pytest.fixture
-def cluster() -> Iterator[Callable[[], str]]:
-    """Starts a head; every cluster the test started is stopped at its end."""
-    yield start_ray_head
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The home folder of the user who starts the heads and the jobs that join them."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture
+def cluster(home: Path) -> Iterator[Callable[[], str]]:
+    """Starts a head as the README says; every cluster the test started is stopped at its end."""
+    yield lambda: start_ray_head(home)
     stop_ray()
 
 
@@ -116,12 +122,13 @@ def _wait_for(
     return time.monotonic() - started
 
 
-def _start_job(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _start_job(args: list[str], log: Path, home: Path) -> subprocess.Popen[bytes]:
+    """The sweep job run by the user whose home is ``home``, joining that user's head."""
     with log.open("w") as out:
         return subprocess.Popen(
             job_command("sweep", args),
             cwd=log.parent,
-            env=job_env(),
+            env=head_env(home, RAY_AUTH_MODE="token"),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -153,7 +160,7 @@ def _upload_source_weights(uri: str, tmp_path: Path) -> None:
 
 
 def test_sweep_on_s3_survives_a_killed_driver_and_a_lost_cluster(
-    s3_bucket: str, tmp_path: Path, cluster: Callable[[], str]
+    s3_bucket: str, tmp_path: Path, cluster: Callable[[], str], home: Path
 ) -> None:
     data = join_path(s3_bucket, "data", "synthetic")
     storage = join_path(s3_bucket, "runs")
@@ -199,7 +206,7 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_lost_cluster(
         return check
 
     started = time.monotonic()
-    first = _start_job(args, logs[0])
+    first = _start_job(args, logs[0], home)
     try:
         _wait_for(other_trial_recorded(1), first, logs[0], "the second trial's first epoch")
     finally:
@@ -220,7 +227,7 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_lost_cluster(
     # interrupted trial has recorded another epoch.
     resume = ["--resume", "--name", "on-s3", "--storage", storage]
     started = time.monotonic()
-    second = _start_job([*resume, "--no-report"], logs[1])
+    second = _start_job([*resume, "--no-report"], logs[1], home)
     try:
         timings["resume to its next epoch after the driver kill"] = _wait_for(
             other_trial_recorded(killed_at + 1), second, logs[1], "the resumed trial's next epoch"
@@ -238,7 +245,7 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_lost_cluster(
     # A fresh cluster resumes from S3 alone.
     cluster()
     started = time.monotonic()
-    third = _start_job([*resume, "--no-report"], logs[2])
+    third = _start_job([*resume, "--no-report"], logs[2], home)
     try:
         timings["resume to its next epoch after the cluster loss"] = _wait_for(
             other_trial_recorded(lost_at + 1), third, logs[2], "the next epoch on a fresh cluster"

@@ -170,7 +170,8 @@ def test_a_checkpoint_of_a_run_on_features_resumes_on_features_or_on_images(
     assert len(feature_epochs) == 1  # epoch 2 only
     steps_per_epoch = 36 // config.batch_size
     assert feature_state.scheduler.last_epoch == 2 * steps_per_epoch
-    assert feature_epochs == pytest.approx(image_epochs, rel=1e-4, abs=1e-5)
+    for features, images in zip(feature_epochs, image_epochs, strict=True):
+        assert features == pytest.approx(images, rel=1e-4, abs=1e-5)
     torch.testing.assert_close(on_features.fc.weight, on_images.fc.weight, rtol=1e-4, atol=1e-5)
 
 
