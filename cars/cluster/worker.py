@@ -20,8 +20,8 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
-from timm.utils import random_seed, unwrap_model
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from timm.utils import unwrap_model
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from cars.config import METRIC, TrainConfig, selection_scores
 from cars.data import (
@@ -44,6 +44,7 @@ from cars.learn.features import (
 from cars.learn.history import write_history
 from cars.learn.model import build_model, count_parameters
 from cars.learn.optim import create_loss, create_mixup
+from cars.learn.seeds import EpochSampler, SeededSamples, seed_epoch
 from cars.learn.training_state import TrainingState, create_training_state
 
 # An empty val split (every class too small to hold an image out) has no score:
@@ -86,25 +87,21 @@ def create_datasets(config: TrainConfig) -> tuple[CarsDataset, CarsDataset]:
 def create_train_loader(
     train_set: Dataset, config: TrainConfig, rank: int, world_size: int, pin_memory: bool
 ) -> DataLoader:
-    """This rank's training loader: its shard in the order of ``config.seed``, its own augmentation.
+    """This rank's training loader: its shard of the epoch's order, each image on its own stream.
 
-    The ranks share one ``DistributedSampler`` permutation of the run's seed (the
-    one Ray's ``prepare_data_loader`` would add ignores it); this process's
-    generators (torch, numpy, and Python's ``random`` that timm's crops draw from)
-    and the DataLoader workers' are seeded with ``seed + rank``.
+    On one worker as on several, the ranks share one ``DistributedSampler``
+    permutation of the run's seed and the epoch (the sampler Ray's
+    ``prepare_data_loader`` would add ignores the seed). Call
+    :func:`cars.learn.seeds.seed_epoch` with ``loader.sampler`` before each
+    epoch: a resumed run then draws what the interrupted run would have drawn.
     """
-    # timm's seeding, not ray.train.torch.enable_reproducibility: that forces deterministic
-    # kernels and turns cudnn.benchmark off (slower GPU training) and seeds every rank alike.
-    random_seed(config.seed, rank)
-    sampler = None
-    if world_size > 1:
-        sampler = DistributedSampler(train_set, world_size, rank, shuffle=True, seed=config.seed)
     return DataLoader(
-        train_set,
+        SeededSamples(train_set),
         batch_size=config.batch_size_per_worker,
-        shuffle=sampler is None,
-        sampler=sampler,
+        sampler=EpochSampler(train_set, world_size, rank, shuffle=True, seed=config.seed),
         drop_last=len(train_set) >= config.batch_size,
+        # The loader draws its workers' base seed from this generator, not from the
+        # process's stream, which then stays the epoch's alone.
         generator=torch.Generator().manual_seed(config.seed + rank),
         **_loader_options(config, pin_memory),
     )
@@ -139,7 +136,10 @@ def _create_loaders(
     val_loader = DataLoader(
         val_shard, batch_size=config.batch_size_per_worker, **_loader_options(config, pin_memory)
     )
-    return ray.train.torch.prepare_data_loader(train_loader), val_loader
+    # Ray's loader moves batches to the device it picks, a visible GPU even for a CPU
+    # run in local mode: only a GPU run (which pins memory) takes its transfer.
+    loader = ray.train.torch.prepare_data_loader(train_loader, move_to_device=pin_memory)
+    return loader, val_loader
 
 
 def _print_uncropped(train_set: CarsDataset, val_set: CarsDataset) -> None:
@@ -252,13 +252,19 @@ def _set_up_worker(config: TrainConfig) -> Worker:
     """This worker's rank and device, its threads and its seed."""
     _quiet_report_echo()
     context = ray.train.get_context()
-    worker = Worker(
-        context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device()
-    )
+    worker = Worker(context.get_world_rank(), context.get_world_size(), _worker_device(config))
     if not worker.on_cuda:
         torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     torch.manual_seed(config.seed)
     return worker
+
+
+def _worker_device(config: TrainConfig) -> torch.device:
+    """The GPU Ray gave this worker, or the CPU for a CPU run.
+
+    Ray Train's local mode hands out a visible GPU whatever the run asked for.
+    """
+    return ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
 
 
 def _create_run(config: TrainConfig, worker: Worker) -> WorkerRun:
@@ -279,7 +285,9 @@ def _create_run(config: TrainConfig, worker: Worker) -> WorkerRun:
         worker=worker,
         info=info,
         model=model,
-        trained=_prepare_trained(feature_head(model) if on_features else model, config),
+        trained=_prepare_trained(
+            feature_head(model) if on_features else model, config, worker.device
+        ),
         train_loader=train_loader,
         val_loader=val_loader,
         state=state,
@@ -384,17 +392,18 @@ def _restore_state(
         return create_training_state(model, config, steps_per_epoch, directory)
 
 
-def _prepare_trained(module: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
+def _prepare_trained(
+    module: torch.nn.Module, config: TrainConfig, device: torch.device
+) -> torch.nn.Module:
     """``module`` wrapped for DDP (and compiled if asked), after its optimizer was built."""
-    module = ray.train.torch.prepare_model(module)
+    module = ray.train.torch.prepare_model(module, move_to_device=device)
     return torch.compile(module) if config.compile else module
 
 
 def _run_epoch(run: WorkerRun, epoch: int) -> dict[str, Any]:
     """Train one epoch, refresh the BatchNorm statistics, validate: the epoch's metrics."""
     config, worker = run.config, run.worker
-    if worker.world_size > 1:
-        run.train_loader.sampler.set_epoch(epoch)
+    seed_epoch(run.train_loader.sampler, config.seed, worker.rank, epoch)
     # Features are rows, not images: no memory format to choose.
     common = {
         "device": worker.device,
