@@ -93,8 +93,12 @@ def choose_device(use_gpu: bool, *, in_train_worker: bool) -> DeviceChoice:
     A CPU process is made to see no GPU: Ray leaves every GPU visible to a process
     that reserved none, and CUDA would pick the first.
     """
-    gpu_ids = tuple(str(i) for i in ray.get_gpu_ids())
     visible = os.environ.get(VISIBLE_DEVICES_ENV)
+    if not ray.is_initialized():
+        # Outside Ray (a Ray-free check of the training loop) nothing was assigned.
+        device = torch.device("cuda" if use_gpu else "cpu")
+        return DeviceChoice(device, (), visible)
+    gpu_ids = tuple(str(i) for i in ray.get_gpu_ids())
     if in_train_worker:
         device = ray.train.torch.get_device()
     else:

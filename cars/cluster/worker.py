@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from timm.utils import random_seed, unwrap_model
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from timm.utils import unwrap_model
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from cars.cluster.session import TrainSession, choose_device, resolve_loader_workers
 from cars.config import METRIC, TrainConfig, selection_scores
@@ -45,6 +45,7 @@ from cars.learn.history import write_history
 from cars.learn.model import build_model, count_parameters
 from cars.learn.optim import create_loss, create_mixup
 from cars.learn.placement import Worker
+from cars.learn.seeds import EpochSampler, SeededSamples, seed_epoch
 from cars.learn.training_state import TrainingState, create_training_state
 
 # An empty val split (every class too small to hold an image out) has no score:
@@ -72,27 +73,23 @@ def create_datasets(config: TrainConfig) -> tuple[CarsDataset, CarsDataset]:
 
 
 def create_train_loader(train_set: Dataset, config: TrainConfig, worker: Worker) -> DataLoader:
-    """This rank's training loader: its shard in the order of ``config.seed``, its own augmentation.
+    """This rank's training loader: its shard of the epoch's order, each image on its own stream.
 
-    The ranks share one ``DistributedSampler`` permutation of the run's seed (the
-    one Ray's ``prepare_data_loader`` would add ignores it); this process's
-    generators (torch, numpy, and Python's ``random`` that timm's crops draw from)
-    and the DataLoader workers' are seeded with ``seed + rank``.
+    On one worker as on several, the ranks share one ``DistributedSampler``
+    permutation of the run's seed and the epoch (the sampler Ray's
+    ``prepare_data_loader`` would add ignores the seed). Call
+    :func:`cars.learn.seeds.seed_epoch` with ``loader.sampler`` before each
+    epoch: a resumed run then draws what the interrupted run would have drawn.
     """
-    # timm's seeding, not ray.train.torch.enable_reproducibility: that forces deterministic
-    # kernels and turns cudnn.benchmark off (slower GPU training) and seeds every rank alike.
-    random_seed(config.seed, worker.rank)
-    sampler = None
-    if worker.world_size > 1:
-        sampler = DistributedSampler(
-            train_set, worker.world_size, worker.rank, shuffle=True, seed=config.seed
-        )
     return DataLoader(
-        train_set,
+        SeededSamples(train_set),
         batch_size=config.batch_size_per_worker,
-        shuffle=sampler is None,
-        sampler=sampler,
+        sampler=EpochSampler(
+            train_set, worker.world_size, worker.rank, shuffle=True, seed=config.seed
+        ),
         drop_last=len(train_set) >= config.batch_size,
+        # The loader draws its workers' base seed from this generator, not from the
+        # process's stream, which then stays the epoch's alone.
         generator=torch.Generator().manual_seed(config.seed + worker.rank),
         **_loader_options(worker),
     )
@@ -297,8 +294,7 @@ def prepare_features(loop_config: dict[str, Any]) -> str:
 def _run_epoch(run: WorkerRun, epoch: int) -> dict[str, Any]:
     """Train one epoch, refresh the BatchNorm statistics, validate: the epoch's metrics."""
     config, worker = run.config, run.worker
-    if worker.world_size > 1:
-        run.train_loader.sampler.set_epoch(epoch)
+    seed_epoch(run.train_loader.sampler, config.seed, worker.rank, epoch)
     # Features are rows, not images: no memory format to choose.
     common = worker.engine_options(channels_last=not run.on_features)
     # Wall-clock time, comparable across processes: it places the epoch on the

@@ -1,10 +1,11 @@
-"""Per-image predictions of the scored models, and the paired comparisons between regimes.
+"""The paired comparisons between regimes.
 
-``predictions.parquet`` keeps every scored model's answer on every test image;
-``comparisons.parquet`` holds, for each pair of regimes, the difference of their
-best models' test accuracy (McNemar's exact test, paired bootstrap interval) and
-of their Grad-CAM energy-in-box ratios (Wilcoxon's signed-rank test, paired
-bootstrap interval), each over the images both models saw.
+``comparisons.parquet`` holds, for each pair of swept regimes, the difference of
+their best models' test accuracy (McNemar's exact test, paired bootstrap
+interval) and of their Grad-CAM energy-in-box ratios (Wilcoxon's signed-rank
+test, paired bootstrap interval), each over the images both models saw. A pair
+that cannot be compared (a regime without a scored model, no test images, no
+known test label, no box) keeps its row: nulls, and ``not_compared`` says why.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
+from cars.config import REGIMES
+from cars.report.predictions import model_name
 from cars.stats import (
     CONFIDENCE,
     Interval,
@@ -26,18 +28,6 @@ from cars.stats import (
     wilcoxon_p_value,
 )
 
-PREDICTION_COLUMNS = (
-    "image",
-    "source_file",
-    "model",
-    "trial_id",
-    "regime",
-    "stage",
-    "true_label",
-    "pred_label",
-    "true_probability",
-    "correct",
-)
 COMPARISON_COLUMNS = (
     "measure",
     "model_a",
@@ -55,123 +45,155 @@ COMPARISON_COLUMNS = (
     "p_value",
     "only_a",
     "only_b",
+    "not_compared",
 )
+# Fixed types, so that comparisons.parquet has one schema whatever could be compared.
+COMPARISON_TYPES = {
+    **dict.fromkeys(COMPARISON_COLUMNS, "string"),
+    "images": "int64",
+    **dict.fromkeys(
+        ("value_a", "value_b", "difference", "ci_low", "ci_high", "p_value"), "float64"
+    ),
+    **dict.fromkeys(("only_a", "only_b"), "Int64"),
+}
+# The columns of gradcam.parquet the comparisons read.
+GRADCAM_KEYS = ("test_index", "model", "regime", "energy_ratio")
 ACCURACY_TEST = "McNemar exact"
 RATIO_TEST = "Wilcoxon signed-rank"
 INTERVAL_METHOD = "paired bootstrap"
 
 
 @dataclass(frozen=True)
-class ScoredModel:
-    """One scored model's identity and its softmax probabilities on the test split."""
+class ComparedRegime:
+    """A swept regime as the comparisons see it: its best model's name, or why it has none."""
 
-    model: str
-    trial_id: str
     regime: str
-    stage: str
-    probabilities: np.ndarray
-    labels: np.ndarray
+    model: str | None
+    unscored_because: str | None = None
 
 
-def build_predictions(models: Sequence[ScoredModel], source_files: Sequence[str]) -> pd.DataFrame:
-    """One row per test image and model (``predictions.parquet``).
-
-    ``true_probability`` and ``correct`` are null where the image's label is unknown.
-    """
-    frames = []
-    for scored in models:
-        labels = np.asarray(scored.labels, dtype=np.int64)
-        known = labels >= 0
-        predicted = scored.probabilities.argmax(axis=1) if len(labels) else labels
-        rows = np.arange(len(labels))
-        true_probability = np.full(len(labels), np.nan)
-        true_probability[known] = scored.probabilities[rows[known], labels[known]]
-        correct = pd.Series(predicted == labels, dtype="boolean")
-        correct[~known] = pd.NA
-        frames.append(
-            pd.DataFrame(
-                {
-                    "image": rows,
-                    "source_file": list(source_files),
-                    "model": scored.model,
-                    "trial_id": scored.trial_id,
-                    "regime": scored.regime,
-                    "stage": scored.stage,
-                    "true_label": labels,
-                    "pred_label": predicted.astype(np.int64),
-                    "true_probability": true_probability,
-                    "correct": correct,
-                }
-            )
-        )
-    if not frames:
-        return pd.DataFrame(columns=list(PREDICTION_COLUMNS))
-    return pd.concat(frames, ignore_index=True).reindex(columns=list(PREDICTION_COLUMNS))
-
-
-def _ordered_pairs(values: dict[str, float]) -> list[tuple[str, str]]:
-    """Each pair once, the higher value first (ties keep the given order)."""
+def _ordered_pairs(
+    regimes: Sequence[ComparedRegime], values: dict[str, float]
+) -> list[tuple[ComparedRegime, ComparedRegime]]:
+    """Each pair once, the higher value first (ties and unknown values keep the given order)."""
     pairs = []
-    for first, second in itertools.combinations(values, 2):
-        swap = values[second] > values[first]
+    for first, second in itertools.combinations(regimes, 2):
+        swap = values.get(second.regime, math.nan) > values.get(first.regime, math.nan)
         pairs.append((second, first) if swap else (first, second))
     return pairs
 
 
-def compare_accuracies(predictions: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
-    """Each pair of ``models`` on the labelled test images both were scored on."""
-    labelled = predictions[predictions["model"].isin(models) & predictions["correct"].notna()]
-    table = labelled.pivot(index="image", columns="model", values="correct").dropna()
-    regime = dict(zip(predictions["model"], predictions["regime"], strict=False))
-    accuracy = {m: float(table[m].astype(bool).mean()) if len(table) else math.nan for m in models}
+def _unscored(pair: tuple[ComparedRegime, ComparedRegime]) -> str | None:
+    """Why a pair cannot be compared for want of a model; None when both have one."""
+    for side in pair:
+        if side.model is None:
+            return f"{side.regime} has no scored model ({side.unscored_because})"
+    return None
+
+
+def compare_accuracies(
+    predictions: pd.DataFrame, regimes: Sequence[ComparedRegime]
+) -> pd.DataFrame:
+    """Each pair of ``regimes``' models on the labelled test images both were scored on.
+
+    A pair that cannot be compared (a regime without a model, no test images, no
+    known test label) is a row of nulls whose ``not_compared`` says why.
+    """
+    models = [r.model for r in regimes if r.model is not None]
+    scored = predictions[predictions["model"].isin(models)]
+    labelled = scored[scored["correct"].notna()]
+    table = labelled.pivot(index="image", columns="model", values="correct")
+    accuracy = {
+        r.regime: float(table[r.model].dropna().astype(bool).mean())
+        for r in regimes
+        if r.model in table and table[r.model].notna().any()
+    }
     rows = []
-    for a, b in _ordered_pairs(accuracy):
-        correct_a = table[a].to_numpy(dtype=bool) if len(table) else np.zeros(0, bool)
-        correct_b = table[b].to_numpy(dtype=bool) if len(table) else np.zeros(0, bool)
-        interval = paired_bootstrap_interval(correct_a, correct_b)
+    for a, b in _ordered_pairs(regimes, accuracy):
+        gap = _unscored((a, b)) or _accuracy_gap(scored, labelled, a.model, b.model)
+        pair = table[[a.model, b.model]].dropna() if gap is None else table.iloc[0:0]
+        if gap is None and pair.empty:
+            gap = "no labelled test image was scored by both"
+        if gap is not None:
+            rows.append(_missing_row("test_acc", a, b, gap))
+            continue
+        correct_a, correct_b = (pair[m].to_numpy(dtype=bool) for m in (a.model, b.model))
         test = mcnemar_exact(correct_a, correct_b)
         rows.append(
             _row(
                 "test_acc",
-                (a, regime[a], accuracy[a]),
-                (b, regime[b], accuracy[b]),
-                interval,
+                (a, float(correct_a.mean())),
+                (b, float(correct_b.mean())),
+                paired_bootstrap_interval(correct_a, correct_b),
                 test=ACCURACY_TEST,
-                p_value=test.p_value if len(table) else math.nan,
+                p_value=test.p_value,
                 discordant=(test.only_a, test.only_b),
             )
         )
-    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+    return comparison_table(rows)
 
 
-def compare_cam_ratios(gradcam: pd.DataFrame) -> pd.DataFrame:
-    """Each pair of models' energy-in-box ratios over the images both have a ratio for."""
+def _accuracy_gap(scored: pd.DataFrame, labelled: pd.DataFrame, *models: str | None) -> str | None:
+    """Why two scored models' test outcomes cannot be compared; None when they can."""
+    if not all(scored["model"].eq(m).any() for m in models):
+        return "no test images"
+    if not all(labelled["model"].eq(m).any() for m in models):
+        return "no test image has a known label"
+    return None
+
+
+def compare_cam_ratios(
+    gradcam: pd.DataFrame | None, regimes: Sequence[ComparedRegime]
+) -> pd.DataFrame:
+    """Each pair of models' energy-in-box ratios over the images both have a ratio for.
+
+    A pair that cannot be compared is a row of nulls whose ``not_compared`` says why.
+    """
+    gradcam = gradcam if gradcam is not None else pd.DataFrame(columns=GRADCAM_KEYS)
     table = gradcam.pivot(index="test_index", columns="model", values="energy_ratio")
-    regime = dict(zip(gradcam["model"], gradcam["regime"], strict=False))
-    models = list(dict.fromkeys(gradcam["model"]))
-    means = {m: float(table[m].mean()) for m in models}
+    table = table.astype(float)
+    means = {
+        r.regime: float(table[r.model].mean())
+        for r in regimes
+        if r.model in table and table[r.model].notna().any()
+    }
     rows = []
-    for a, b in _ordered_pairs(means):
-        pair = table[[a, b]].dropna()
-        interval = paired_bootstrap_interval(pair[a].to_numpy(), pair[b].to_numpy())
+    for a, b in _ordered_pairs(regimes, means):
+        gap = _unscored((a, b))
+        if gap is None and not (a.model in table and b.model in table):
+            gap = "no Grad-CAM was drawn (no test images)"
+        pair = table[[a.model, b.model]].dropna() if gap is None else table.iloc[0:0]
+        if gap is None and pair.empty:
+            gap = (
+                "no image has an energy-in-box ratio for both (its box unknown, or a CAM all zero)"
+            )
+        if gap is not None:
+            rows.append(_missing_row("energy_ratio", a, b, gap))
+            continue
+        ratios_a, ratios_b = (pair[m].to_numpy() for m in (a.model, b.model))
         rows.append(
             _row(
                 "energy_ratio",
-                (a, regime[a], float(pair[a].mean()) if len(pair) else math.nan),
-                (b, regime[b], float(pair[b].mean()) if len(pair) else math.nan),
-                interval,
+                (a, float(ratios_a.mean())),
+                (b, float(ratios_b.mean())),
+                paired_bootstrap_interval(ratios_a, ratios_b),
                 test=RATIO_TEST,
-                p_value=wilcoxon_p_value(pair[a].to_numpy(), pair[b].to_numpy()),
+                p_value=wilcoxon_p_value(ratios_a, ratios_b),
                 discordant=None,
             )
         )
-    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+    return comparison_table(rows)
+
+
+def comparison_table(rows: Sequence[dict[str, object]]) -> pd.DataFrame:
+    """Comparison rows as ``comparisons.parquet`` holds them, in its columns and types."""
+    return pd.DataFrame(list(rows), columns=list(COMPARISON_COLUMNS)).astype(COMPARISON_TYPES)
 
 
 def _row(
     measure: str,
-    a: tuple[str, str, float],
-    b: tuple[str, str, float],
+    a: tuple[ComparedRegime, float],
+    b: tuple[ComparedRegime, float],
     interval: Interval,
     *,
     test: str,
@@ -180,13 +202,13 @@ def _row(
 ) -> dict[str, object]:
     return {
         "measure": measure,
-        "model_a": a[0],
-        "regime_a": a[1],
-        "model_b": b[0],
-        "regime_b": b[1],
+        "model_a": a[0].model,
+        "regime_a": a[0].regime,
+        "model_b": b[0].model,
+        "regime_b": b[0].regime,
         "images": interval.n,
-        "value_a": a[2],
-        "value_b": b[2],
+        "value_a": a[1],
+        "value_b": b[1],
         "difference": interval.value,
         "ci_low": interval.low,
         "ci_high": interval.high,
@@ -195,7 +217,51 @@ def _row(
         "p_value": p_value,
         "only_a": discordant[0] if discordant else None,
         "only_b": discordant[1] if discordant else None,
+        "not_compared": None,
     }
+
+
+def _missing_row(measure: str, a: ComparedRegime, b: ComparedRegime, why: str) -> dict[str, object]:
+    """A pair that could not be compared: no number, only the reason."""
+    row: dict[str, object] = dict.fromkeys(COMPARISON_COLUMNS)
+    numbers = ("value_a", "value_b", "difference", "ci_low", "ci_high", "p_value")
+    row.update(dict.fromkeys(numbers, math.nan))
+    row.update(
+        measure=measure,
+        model_a=a.model,
+        regime_a=a.regime,
+        model_b=b.model,
+        regime_b=b.regime,
+        images=0,
+        not_compared=why,
+    )
+    return row
+
+
+def compared_regimes(
+    swept: Sequence[str], bests: pd.DataFrame, unscored_because: str
+) -> list[ComparedRegime]:
+    """Every swept regime, in study order, with its best trial's model name or why it has none.
+
+    Args:
+        bests: each scored regime's best trial (``regime``, ``trial_id``).
+        unscored_because: why a swept regime missing from ``bests`` has no model.
+    """
+    models = {row.regime: model_name(row.regime, row.trial_id) for row in bests.itertuples()}
+    return [
+        ComparedRegime(r, models.get(r), None if r in models else unscored_because)
+        for r in REGIMES
+        if r in swept
+    ]
+
+
+def compare_regimes(
+    predictions: pd.DataFrame, gradcam: pd.DataFrame | None, regimes: Sequence[ComparedRegime]
+) -> pd.DataFrame:
+    """``comparisons.parquet``: every pair of ``regimes`` on test accuracy, then on CAM ratios."""
+    parts = [compare_accuracies(predictions, regimes), compare_cam_ratios(gradcam, regimes)]
+    found = [part for part in parts if len(part)]
+    return pd.concat(found, ignore_index=True).astype(COMPARISON_TYPES) if found else parts[0]
 
 
 def _range(low: float, high: float, scale: float, digits: int) -> str:
@@ -213,6 +279,9 @@ def describe_comparison(row: pd.Series) -> str:
         what, scale, digits, unit, test = "test accuracy", 100, 1, " points", "McNemar"
     else:
         what, scale, digits, unit, test = "Grad-CAM energy-in-box ratio", 1, 2, "", "Wilcoxon"
+    why = row.get("not_compared")
+    if isinstance(why, str):
+        return f"{a} vs {b} ({what}): not compared, {why}."
     if images == 0 or math.isnan(row["difference"]):
         return f"{a} vs {b} ({what}): not compared, no image has a value for both."
     evidence = (

@@ -204,19 +204,36 @@ def _gradcam_lines(gradcam: pd.DataFrame) -> list[str]:
 
 
 def _comparison_lines(inputs: SummaryInputs, missing_test: str | None) -> list[str]:
-    regimes = inputs.regimes
-    if regimes.empty:
-        return ["No regime was scored: nothing to compare."]
+    """The paired comparisons of test accuracy, and each pair that could not be compared, why."""
+    regimes, comparisons = inputs.regimes, inputs.comparisons
+    rows = (
+        comparisons[comparisons["measure"] == "test_acc"]
+        if comparisons is not None
+        else pd.DataFrame(columns=["not_compared"])
+    )
+    if rows.empty:
+        if regimes.empty:
+            return ["No regime was scored: nothing to compare."]
+        if len(regimes) == 1:
+            return [
+                f"Only one regime ({regimes['regime'].iloc[0]}) was scored: nothing to compare."
+            ]
+        return ["No pair of regimes was compared."]
+    uncompared = rows[rows["not_compared"].notna()]
+    not_compared = render_comparisons(uncompared, "test_acc")
     if missing_test == "unknown labels":
-        return [
-            "The test split's labels are unknown: the regimes' test outcomes cannot be compared."
-        ]
+        lead = "The test split's labels are unknown: the regimes' test outcomes cannot be compared."
+        return [lead, "", *not_compared]
     if missing_test is not None or (
         "test_images" in regimes and not regimes["test_images"].fillna(0).any()
     ):
-        return ["The test split has no labelled image: no test outcomes to compare."]
-    if len(regimes) == 1:
-        return [f"Only one regime ({regimes['regime'].iloc[0]}) was scored: nothing to compare."]
+        return [
+            "The test split has no labelled image: no test outcomes to compare.",
+            "",
+            *not_compared,
+        ]
+    if len(uncompared) == len(rows):
+        return ["No pair of regimes could be compared:", "", *not_compared]
     level = f"{100 * CONFIDENCE:.0f} %"
     return [
         "Each regime's best model was scored on the same test images, so each pair is compared "
@@ -227,7 +244,7 @@ def _comparison_lines(inputs: SummaryInputs, missing_test: str | None) -> list[s
         "detectable. Test scores above carry Wilson's score interval. Per-image answers: "
         "`predictions.parquet`; these figures: `comparisons.parquet`.",
         "",
-        *render_comparisons(inputs.comparisons, "test_acc"),
+        *render_comparisons(rows, "test_acc"),
     ]
 
 

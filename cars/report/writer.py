@@ -23,13 +23,9 @@ from cars.data.staging import staged_folder
 from cars.figures import plot_learning_curves
 from cars.learn.checkpoint import load_checkpoint, save_best_weights
 from cars.report.cams import CamModel, select_images, write_gradcam
-from cars.report.comparisons import (
-    ScoredModel,
-    build_predictions,
-    compare_accuracies,
-    compare_cam_ratios,
-)
+from cars.report.comparisons import compare_regimes, compared_regimes
 from cars.report.gaps import describe_data_gaps
+from cars.report.predictions import ScoredModel, build_predictions, model_name
 from cars.report.repeats import read_confirm_runs, summarise_repeats
 from cars.report.results import (
     SweepResults,
@@ -129,7 +125,6 @@ class ScoredModels:
 
     regimes: pd.DataFrame
     scores: list[TestScore]
-    model_names: list[str]
     predictions: pd.DataFrame
     repeats: pd.DataFrame | None
 
@@ -153,19 +148,20 @@ def _score_models(
     scores, repeat_scores = all_scores[: len(regimes)], all_scores[len(regimes) :]
     regimes = _with_scores(regimes, scores)
     models = [
-        ScoredModel(f"{row.regime}-{row.trial_id}", row.trial_id, row.regime, "sweep", *score)
+        ScoredModel(model_name(row.regime, row.trial_id), row.trial_id, row.regime, "sweep", *score)
         for row, score in zip(regimes.itertuples(), _answers(scores), strict=True)
     ]
-    names = [m.model for m in models]
     if repeats is not None:
         repeats = pd.concat([repeats, _score_table(repeat_scores, scorable.index)], axis=1)
         models += [
-            ScoredModel(f"{row.regime}-{row.trial_id}", row.trial_id, row.regime, "confirm", *score)
+            ScoredModel(
+                model_name(row.regime, row.trial_id), row.trial_id, row.regime, "confirm", *score
+            )
             for row, score in zip(scorable.itertuples(), _answers(repeat_scores), strict=True)
         ]
         regimes = summarise_repeats(repeats, regimes)
     predictions = build_predictions(models, create_eval_dataset(configs[0]).source_files)
-    return ScoredModels(regimes, scores, names, predictions, repeats)
+    return ScoredModels(regimes, scores, predictions, repeats)
 
 
 def _answers(scores: list[TestScore]) -> list[tuple[Any, Any]]:
@@ -196,7 +192,7 @@ def _write_gradcam_section(
     """Grad-CAM figures and measures (None without test images), and ``best/``."""
     models = [
         CamModel(
-            name=f"{row.regime}-{row.trial_id}",
+            name=model_name(row.regime, row.trial_id),
             trial_id=row.trial_id,
             regime=row.regime,
             best_overall=i == best_index,
@@ -232,17 +228,26 @@ def write_report(
     A sweep that was interrupted still gets a report of what it has, and the
     report lists what is missing.
     """
-    results = read_sweep_results(sweep_path)
+    return write_results_report(read_sweep_results(sweep_path), reports_dir, gradcam_images)
+
+
+def write_results_report(
+    results: SweepResults, reports_dir: str, gradcam_images: int | None = None
+) -> ReportOutcome:
+    """Write ``<reports_dir>/<results.name>/`` from a sweep's results, as read from its storage."""
     config = results.config
     if config.data is None:
-        raise ConfigError(f"the sweep at {sweep_path} names no data set: it never started")
+        raise ConfigError(f"the sweep at {results.path} names no data set: it never started")
     info = read_dataset_info(config.data)
     class_names = list(info.class_names)
     notes = describe_data_gaps(info)
     regimes = select_regime_bests(results.trials)
+    has_val = bool(info.counts.get("val", 0))
+    unscored = "no trial with a checkpoint" if has_val else "no val images to choose its best trial"
+    compared = compared_regimes(config.regimes, regimes, unscored)
     for regime in config.regimes:
-        if regime not in set(regimes["regime"]) and info.counts.get("val", 0):
-            notes.append(f"regime {regime} has no trial with a checkpoint: not scored")
+        if regime not in set(regimes["regime"]) and has_val:
+            notes.append(f"regime {regime} has {unscored}: not scored")
     target = Path(reports_dir) / results.name
     with staged_folder(target, replace=True) as stage:
         write_parquet(results.trials, stage / "trials.parquet")
@@ -258,7 +263,6 @@ def write_report(
         gradcam: pd.DataFrame | None = None
         best_trial: str | None = None
         predictions = build_predictions([], [])
-        comparisons = compare_accuracies(predictions, [])
         if len(regimes):
             configs = _trial_configs(regimes)
             scored = _score_models(results, regimes, configs, notes)
@@ -278,15 +282,8 @@ def write_report(
                 count=gradcam_images or config.gradcam_images,
                 seed=config.seed,
             )
-            comparisons = pd.concat(
-                [
-                    compare_accuracies(predictions, list(scored.model_names)),
-                    *([compare_cam_ratios(gradcam)] if gradcam is not None else []),
-                ],
-                ignore_index=True,
-            )
+        comparisons = compare_regimes(predictions, gradcam, compared)
         write_parquet(predictions, stage / "predictions.parquet")
-        comparisons = comparisons.astype({"images": int, "only_a": "Int64", "only_b": "Int64"})
         write_parquet(comparisons, stage / "comparisons.parquet")
         write_parquet(regimes, stage / "regimes.parquet")
         summary = render_summary(

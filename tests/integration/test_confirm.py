@@ -15,7 +15,8 @@ from ray.tune import ExperimentAnalysis
 
 from cars.cli import parse_sweep_args
 from cars.cluster.confirm import run_confirm
-from cars.report.comparisons import PREDICTION_COLUMNS, describe_comparison
+from cars.report.comparisons import describe_comparison
+from cars.report.predictions import PREDICTION_COLUMNS
 from cars.study import StudyOutcome, run_study
 
 pytestmark = pytest.mark.slow

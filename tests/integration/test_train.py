@@ -8,10 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 from faults import WatchedWorker, create_watched_trainer, epochs_by_process, read_epoch_log
+from torch.optim.swa_utils import update_bn
+from torch.utils.data import DistributedSampler
 
 from cars.cluster.train import run_training
 from cars.config import METRIC, TrainConfig
+from cars.data import CarsDataset, create_transform_for
 from cars.learn.checkpoint import load_checkpoint
+from cars.learn.history import read_history
+from cars.learn.model import build_model
 from cars.learn.optim import WarmupCosine
 from cars.runs import read_run
 
@@ -131,3 +136,53 @@ def test_a_frozen_run_on_cached_features_matches_one_on_images(
     assert feature_model.keys() == image_model.keys()
     for name, value in image_model.items():
         torch.testing.assert_close(feature_model[name], value, rtol=1e-4, atol=1e-5)
+
+
+def _shard_batch(dataset: CarsDataset, indices: list[int]) -> torch.Tensor:
+    """The images at ``indices`` as one batch of the model's input (pixels scaled to [-1, 1])."""
+    pixels = torch.stack([dataset[i][0] for i in indices])
+    return (pixels.float() / 255 - 0.5) / 0.5
+
+
+def test_validation_scores_a_model_whose_batchnorm_statistics_were_recomputed(
+    ray_cluster: None, prepared_set: Path, tmp_path: Path
+) -> None:
+    # One step per worker over half of the 36 training images each, then precise BN
+    # over that same half: the statistics of the model that validation then scores.
+    config = _config(
+        prepared_set, epochs=1, batch_size=36, image_size=32, augment="none", seed=5,
+        precise_bn_samples=36,
+    )  # fmt: skip
+    result = run_training(config, storage_path=str(tmp_path), name="precise-bn")
+    assert result.error is None
+    trained = load_checkpoint(result.checkpoint.path)["model"]
+
+    # An independent recompute: torch's own update_bn on each rank's shard of the
+    # epoch (torch's DistributedSampler permutation of the run's seed), averaged.
+    train_set = CarsDataset(
+        config.data, "train", create_transform_for("none", 32, is_training=False)
+    )
+    model = build_model("scratch", 4)
+    per_rank = []
+    for rank in range(2):
+        sampler = DistributedSampler(range(36), num_replicas=2, rank=rank, seed=config.seed)
+        sampler.set_epoch(1)
+        model.load_state_dict(trained)
+        update_bn([(_shard_batch(train_set, list(sampler)),)], model)
+        per_rank.append({k: v.clone() for k, v in model.state_dict().items() if "running" in k})
+    statistics = {k: (per_rank[0][k] + per_rank[1][k]) / 2 for k in per_rank[0]}
+    assert len(statistics) == 2 * 40  # every BatchNorm of Xception trains in scratch
+    for name, expected in statistics.items():
+        torch.testing.assert_close(trained[name], expected, rtol=1e-3, atol=1e-4, msg=name)
+
+    # Validation scored the checkpointed model, statistics included.
+    val_set = CarsDataset(config.data, "val", create_transform_for("none", 32, is_training=False))
+    model.load_state_dict(trained)
+    model.eval()
+    with torch.no_grad():
+        logits = model(_shard_batch(val_set, list(range(len(val_set)))))
+    labels = torch.as_tensor(val_set.labels)
+    assert result.metrics[METRIC] == pytest.approx((logits.argmax(1) == labels).float().mean())
+    assert result.metrics["val_loss"] == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-4
+    )

@@ -4,6 +4,7 @@ repeated seeds, and how ``summary.md`` states them."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -13,13 +14,12 @@ from test_report_parts import _info, _inputs, _section, _trial, _trials
 
 from cars.cluster.confirm import CONFIRMS, WinnerValue, draw_confirm_seeds, select_winners
 from cars.report.comparisons import (
-    PREDICTION_COLUMNS,
-    ScoredModel,
-    build_predictions,
+    ComparedRegime,
     compare_accuracies,
     compare_cam_ratios,
     describe_comparison,
 )
+from cars.report.predictions import PREDICTION_COLUMNS, ScoredModel, build_predictions
 from cars.report.repeats import match_repeats, render_repeats, summarise_repeats
 from cars.report.results import select_regime_bests
 from cars.report.summary import SummaryInputs, render_summary
@@ -37,6 +37,11 @@ def _model(name: str, regime: str, correct: np.ndarray, labels: np.ndarray) -> S
     """A model whose answer is the true label where ``correct``, another class elsewhere."""
     predicted = np.where(correct, labels, (labels + 1) % 3)
     return ScoredModel(name, name.split("-")[1], regime, "sweep", _one_hot(predicted), labels)
+
+
+def _compared(models: Iterable[str]) -> list[ComparedRegime]:
+    """Models named ``<regime>-<trial>``, as the comparisons take them."""
+    return [ComparedRegime(m.split("-")[0], m) for m in models]
 
 
 def _predictions(outcomes: dict[str, np.ndarray], labels: np.ndarray) -> pd.DataFrame:
@@ -76,7 +81,7 @@ def _known_table() -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
 
 def test_accuracy_comparison_on_a_known_mcnemar_table() -> None:
     predictions, finetune, frozen = _known_table()
-    table = compare_accuracies(predictions, ["frozen-f1", "finetune-t1"])
+    table = compare_accuracies(predictions, _compared(["frozen-f1", "finetune-t1"]))
     assert len(table) == 1
     row = table.iloc[0]
     # The better model comes first, so the difference is positive.
@@ -100,7 +105,9 @@ def test_a_difference_whose_interval_covers_zero_is_not_detectable() -> None:
     table = compare_accuracies(_predictions({"scratch-s1": a, "frozen-f1": b}, labels), [])
     assert table.empty  # no model asked for, nothing compared
     names = ["scratch-s1", "frozen-f1"]
-    row = compare_accuracies(_predictions({"scratch-s1": a, "frozen-f1": b}, labels), names)
+    row = compare_accuracies(
+        _predictions({"scratch-s1": a, "frozen-f1": b}, labels), _compared(names)
+    )
     sentence = describe_comparison(row.iloc[0])
     assert sentence.startswith("scratch vs frozen (test accuracy): no detectable difference")
     assert "scratch ahead by 2.5 points" in sentence
@@ -111,7 +118,7 @@ def test_comparisons_of_all_correct_models_find_no_difference() -> None:
     labels = np.arange(10) % 3
     correct = np.ones(10, bool)
     outcomes = {"frozen-f1": correct, "finetune-t1": correct}
-    row = compare_accuracies(_predictions(outcomes, labels), list(outcomes)).iloc[0]
+    row = compare_accuracies(_predictions(outcomes, labels), _compared(outcomes)).iloc[0]
     assert (row["difference"], row["ci_low"], row["ci_high"], row["p_value"]) == (0, 0, 0, 1)
     sentence = describe_comparison(row)
     assert "no detectable difference (the same test accuracy, 95 % CI 0.0-0.0," in sentence
@@ -121,18 +128,18 @@ def test_comparisons_of_all_correct_models_find_no_difference() -> None:
 def test_comparisons_without_a_labelled_test_image_are_null() -> None:
     labels = np.full(4, -1)
     outcomes = {"frozen-f1": np.ones(4, bool), "finetune-t1": np.ones(4, bool)}
-    row = compare_accuracies(_predictions(outcomes, labels), list(outcomes)).iloc[0]
+    row = compare_accuracies(_predictions(outcomes, labels), _compared(outcomes)).iloc[0]
     assert row["images"] == 0
     assert math.isnan(row["difference"]) and math.isnan(row["p_value"])
     assert "not compared" in describe_comparison(row)
-    empty = compare_accuracies(build_predictions([], []), ["frozen-f1"])
+    empty = compare_accuracies(build_predictions([], []), _compared(["frozen-f1"]))
     assert empty.empty
 
 
 def test_one_model_has_nothing_to_compare_with() -> None:
     labels = np.arange(6) % 3
     predictions = _predictions({"finetune-t1": np.ones(6, bool)}, labels)
-    assert compare_accuracies(predictions, ["finetune-t1"]).empty
+    assert compare_accuracies(predictions, _compared(["finetune-t1"])).empty
 
 
 def test_three_regimes_give_three_pairs() -> None:
@@ -140,7 +147,7 @@ def test_three_regimes_give_three_pairs() -> None:
     rng = np.random.default_rng(0)
     outcomes = {f"{r}-x{i}": rng.random(30) < 0.7 for i, r in enumerate(["scratch", "frozen"])}
     outcomes["finetune-x2"] = rng.random(30) < 0.7
-    table = compare_accuracies(_predictions(outcomes, labels), list(outcomes))
+    table = compare_accuracies(_predictions(outcomes, labels), _compared(outcomes))
     assert len(table) == 3
     assert (table["value_a"] >= table["value_b"]).all()
 
@@ -156,7 +163,7 @@ def test_cam_ratio_comparison_is_a_paired_wilcoxon_test() -> None:
         for i, r in enumerate(values)
     ]
     rows[0]["energy_ratio"] = np.nan  # an all-zero CAM: its image leaves the pair
-    table = compare_cam_ratios(pd.DataFrame(rows))
+    table = compare_cam_ratios(pd.DataFrame(rows), _compared(ratios))
     row = table.iloc[0]
     assert (row["regime_a"], row["regime_b"], row["images"]) == ("finetune", "frozen", 5)
     a, b = np.array(ratios["finetune-t1"][1:]), np.array(ratios["frozen-f1"][1:])
@@ -260,7 +267,7 @@ def _scored_inputs(**changes: object) -> SummaryInputs:
         )
     values = {
         "regimes": regimes.assign(test_images=80),
-        "comparisons": compare_accuracies(predictions, list(outcomes)),
+        "comparisons": compare_accuracies(predictions, _compared(outcomes)),
         **changes,
     }
     return SummaryInputs(**{**inputs.__dict__, **values})

@@ -1,10 +1,12 @@
-"""The report's parts on every degenerate prepared set the tests can make: no test
-images, unlabelled test images, no val images, a class without a val image, and
-boxes that are unknown. Real prepared sets, a real model checkpoint, no Ray."""
+"""The report on every degenerate prepared set the tests can make: no test images,
+unlabelled test images, no val images, a class without a val image, and boxes that
+are unknown; its parts, and the whole report with one, two and three regimes (and a
+regime without a checkpoint). Real prepared sets, real model checkpoints, no Ray."""
 
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from contextlib import redirect_stderr
 from pathlib import Path
@@ -32,10 +34,10 @@ from cars.learn.checkpoint import save_checkpoint
 from cars.learn.model import build_model, head_parameters
 from cars.report.cams import CamModel, select_images, write_gradcam
 from cars.report.gaps import describe_boxes, describe_data_gaps
-from cars.report.results import _trial_row, read_train_run
+from cars.report.results import SweepResults, _trial_row, read_train_run
 from cars.report.scoring import load_trial_model, score_checkpoint
 from cars.report.summary import SummaryInputs, render_summary
-from cars.report.writer import write_parquet
+from cars.report.writer import write_parquet, write_results_report
 from cars.sweep_config import create_sweep_config
 
 CLASSES = ["Coupe", "Van"]
@@ -380,3 +382,249 @@ def test_a_failed_report_names_the_cause_the_results_and_the_command(tmp_path: P
         assert exited.value.code == 1
         assert ("Traceback" in stderr.getvalue()) == traceback_shown
         assert stderr.getvalue().splitlines()[-1] == f"  {expected}"
+
+
+# --- the whole report, with one, two and three regimes -------------------------------
+
+REGIME_SETS = [("frozen",), ("scratch", "frozen"), ("scratch", "frozen", "finetune")]
+NUMBERS = ["value_a", "value_b", "difference", "ci_low", "ci_high", "p_value", "only_a", "only_b"]
+
+
+@pytest.fixture(scope="module")
+def regime_checkpoints(
+    sets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, str], str]:
+    """Per set with test images and regime, a trial's checkpoint of its own model on that set."""
+    folder = tmp_path_factory.mktemp("trials")
+    model = build_model("frozen", 2)
+    optimizer = torch.optim.SGD(head_parameters(model), lr=0.01)
+    checkpoints = {}
+    for name in ("no_test", "unlabelled_test", "resized"):
+        for seed, regime in enumerate(("scratch", "frozen", "finetune")):
+            torch.manual_seed(seed)  # each regime's model answers differently
+            model.reset_classifier(2)
+            # 64 px: at 32 px act4 is a single pixel and every CAM is flat.
+            config = TrainConfig(data=str(sets[name]), regime=regime, image_size=64, epochs=1)
+            checkpoints[name, regime] = str(
+                save_checkpoint(
+                    folder / f"{name}-{regime}",
+                    model=model,
+                    optimizer=optimizer,
+                    scheduler=None,
+                    epoch=1,
+                    config=config.to_dict(),
+                    class_names=CLASSES,
+                    metrics={"val_acc": 0.5},
+                ).parent
+            )
+    return checkpoints
+
+
+def _sweep_results(
+    data: Path, regimes: tuple[str, ...], checkpoints: dict[str, str | None]
+) -> SweepResults:
+    """A finished sweep of one trial per regime, as ``read_sweep_results`` reads it.
+
+    A regime whose checkpoint is None has no val score (an empty val split), or
+    errored before its first checkpoint where the set has val images.
+    """
+    from test_report_parts import _trial, _trials
+
+    has_val = read_dataset_info(str(data)).counts["val"] > 0
+    rows, epochs = [], []
+    for i, regime in enumerate(regimes):
+        checkpoint = checkpoints.get(regime)
+        scored = has_val and checkpoint is not None
+        val_acc = 0.5 + 0.1 * i if scored else None
+        status = "finished" if scored or not has_val else "errored"
+        rows.append(
+            _trial(
+                f"t{i}", regime, val_acc, 0.7 if scored else None, checkpoint if scored else None
+            )
+            | {"status": status, "epochs_run": 1, "max_epochs": 1}
+        )
+        epochs.append(
+            {"trial_id": f"t{i}", "regime": regime, "epoch": 1, "train_loss": 0.9,
+             "train_acc": 0.5, "train_top5": 1.0, "val_loss": 0.7 if scored else math.nan,
+             "val_acc": val_acc if scored else math.nan, "val_top5": math.nan, "lr": 1e-3,
+             "epoch_seconds": 2.0, "images_per_second": 4.0}
+        )  # fmt: skip
+    name = f"{data.parent.name}-{len(regimes)}"
+    return SweepResults(
+        path=f"/runs/{name}",
+        name=name,
+        config=create_sweep_config(
+            "smoke", name, data=str(data), regimes=regimes, weights="none", image_size=64
+        ),
+        trials=_trials(*rows),
+        epochs=pd.DataFrame(epochs),
+    )
+
+
+def _report(results: SweepResults, reports: Path) -> tuple[Path, pd.DataFrame, pd.DataFrame, str]:
+    """Write the report; its folder, comparisons (as Parquet reads them back), regimes, summary."""
+    outcome = write_results_report(results, str(reports))
+    folder = Path(outcome.path)
+    return (
+        folder,
+        pd.read_parquet(folder / "comparisons.parquet"),
+        pd.read_parquet(folder / "regimes.parquet"),
+        (folder / "summary.md").read_text(),
+    )
+
+
+def _pairs(regimes: tuple[str, ...]) -> set[tuple[str, str]]:
+    return {tuple(sorted(p)) for p in itertools.combinations(regimes, 2)}  # type: ignore[misc]
+
+
+def _assert_uncompared(comparisons: pd.DataFrame, path: Path, reasons: dict[str, str]) -> None:
+    """Every pair has a row per measure, with nulls for numbers and the reason given."""
+    for measure, reason in reasons.items():
+        rows = comparisons[comparisons["measure"] == measure]
+        assert rows["not_compared"].tolist() == [reason] * len(rows), measure
+        assert rows["images"].eq(0).all()
+    table = pq.read_table(path)
+    for column in NUMBERS:  # nulls in the file, not NaN or a made-up count
+        assert table[column].null_count == table.num_rows, column
+
+
+def _comparison_section(summary: str) -> str:
+    return summary.split("## Paired comparisons between regimes\n", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.mark.parametrize("regimes", REGIME_SETS, ids=len)
+def test_the_report_of_a_set_without_test_images(
+    sets: dict[str, Path],
+    regime_checkpoints: dict[tuple[str, str], str],
+    regimes: tuple[str, ...],
+    tmp_path: Path,
+) -> None:
+    checkpoints = {r: regime_checkpoints["no_test", r] for r in regimes}
+    results = _sweep_results(sets["no_test"], regimes, checkpoints)
+    folder, comparisons, scored, summary = _report(results, tmp_path)
+
+    assert scored["regime"].tolist() == list(regimes)
+    assert scored[["test_acc", "test_top5", "test_loss"]].isna().all(axis=None)
+    assert scored["test_images"].eq(0).all()
+    assert len(pd.read_parquet(folder / "predictions.parquet")) == 0
+    assert not (folder / "gradcam").exists() and (folder / "best").is_dir()
+    pairs = _pairs(regimes)
+    assert len(comparisons) == 2 * len(pairs)
+    assert {tuple(sorted(p)) for p in comparisons[["regime_a", "regime_b"]].to_numpy()} == pairs
+    _assert_uncompared(
+        comparisons,
+        folder / "comparisons.parquet",
+        {"test_acc": "no test images", "energy_ratio": "no Grad-CAM was drawn (no test images)"},
+    )
+    section = _comparison_section(summary)
+    if len(regimes) == 1:
+        assert "Only one regime (frozen) was scored: nothing to compare." in section
+    else:
+        assert "The test split has no labelled image: no test outcomes to compare." in section
+        bullets = [line for line in section.splitlines() if line.startswith("- ")]
+        assert len(bullets) == len(pairs)
+        assert all(b.endswith("(test accuracy): not compared, no test images.") for b in bullets)
+    assert "No Grad-CAM: the test split has no images." in summary
+
+
+@pytest.mark.parametrize("regimes", REGIME_SETS, ids=len)
+def test_the_report_of_a_set_with_unlabelled_test_images(
+    sets: dict[str, Path],
+    regime_checkpoints: dict[tuple[str, str], str],
+    regimes: tuple[str, ...],
+    tmp_path: Path,
+) -> None:
+    checkpoints = {r: regime_checkpoints["unlabelled_test", r] for r in regimes}
+    results = _sweep_results(sets["unlabelled_test"], regimes, checkpoints)
+    folder, comparisons, scored, summary = _report(results, tmp_path)
+
+    assert scored[["test_acc", "test_top5", "test_loss"]].isna().all(axis=None)
+    predictions = pd.read_parquet(folder / "predictions.parquet")
+    assert len(predictions) == 4 * len(regimes) and predictions["correct"].isna().all()
+    # Grad-CAM needs no label: every model is drawn and measured on the same images.
+    gradcam = pd.read_parquet(folder / "gradcam" / "gradcam.parquet")
+    assert gradcam.groupby("regime")["test_index"].apply(tuple).nunique() == 1
+    assert set(gradcam["regime"]) == set(regimes)
+    pairs = _pairs(regimes)
+    accuracy = comparisons[comparisons["measure"] == "test_acc"]
+    assert len(accuracy) == len(pairs)
+    assert accuracy["not_compared"].eq("no test image has a known label").all()
+    assert accuracy[["difference", "p_value", "only_a", "only_b"]].isna().all(axis=None)
+    # The CAM ratios are compared on the images drawn, where both models have one (a
+    # random network's CAM can be all zero: no ratio, and the row says so).
+    ratios = comparisons[comparisons["measure"] == "energy_ratio"]
+    assert len(ratios) == len(pairs)
+    compared = ratios["not_compared"].isna()
+    assert compared.sum() >= min(1, len(pairs))
+    assert ratios.loc[compared, "images"].eq(4).all()
+    assert ratios.loc[compared, "p_value"].notna().all()
+    assert ratios.loc[~compared, "not_compared"].str.startswith("no image has an energy-in").all()
+    assert ratios.loc[~compared, ["difference", "p_value"]].isna().all(axis=None)
+    section = _comparison_section(summary)
+    if len(regimes) > 1:
+        assert "The test split's labels are unknown" in section
+        bullets = [line for line in section.splitlines() if line.startswith("- ")]
+        assert len(bullets) == len(pairs)
+        assert all(b.endswith("not compared, no test image has a known label.") for b in bullets)
+        grad_cam = summary.split("## Grad-CAM\n", 1)[1]
+        assert grad_cam.count("(Grad-CAM energy-in-box ratio)") + grad_cam.count(
+            "has a higher ratio than"
+        ) == len(pairs)
+
+
+@pytest.mark.parametrize("regimes", REGIME_SETS, ids=len)
+def test_the_report_of_a_set_without_val_images(
+    sets: dict[str, Path], regimes: tuple[str, ...], tmp_path: Path
+) -> None:
+    results = _sweep_results(sets["no_val"], regimes, {})
+    folder, comparisons, scored, summary = _report(results, tmp_path)
+
+    assert scored.empty and not (folder / "best").exists()
+    pairs = _pairs(regimes)
+    assert len(comparisons) == 2 * len(pairs)
+    if pairs:
+        # Each pair names the first of its regimes that has no model.
+        reasons = [
+            f"{regime} has no scored model (no val images to choose its best trial)"
+            for regime in comparisons["regime_a"]
+        ]
+        assert comparisons["not_compared"].tolist() == reasons
+        _assert_uncompared(comparisons, folder / "comparisons.parquet", {})
+        assert comparisons[["model_a", "model_b"]].isna().all(axis=None)
+        section = _comparison_section(summary)
+        assert "No pair of regimes could be compared:" in section
+        assert section.count("not compared, ") == len(pairs)
+    else:
+        assert "No regime was scored: nothing to compare." in summary
+    assert "No trial has a validation score (the val split is empty)" in summary
+
+
+def test_the_report_of_a_sweep_where_one_regime_has_no_checkpoint(
+    sets: dict[str, Path], regime_checkpoints: dict[tuple[str, str], str], tmp_path: Path
+) -> None:
+    # finetune errored before its first checkpoint; the set's boxes are all unknown.
+    regimes = ("scratch", "frozen", "finetune")
+    checkpoints = {r: regime_checkpoints["resized", r] for r in regimes[:2]}
+    results = _sweep_results(sets["resized"], regimes, checkpoints)
+    _, comparisons, scored, summary = _report(results, tmp_path)
+
+    assert scored["regime"].tolist() == ["scratch", "frozen"]
+    assert scored["test_images"].eq(4).all() and scored["test_acc"].notna().all()
+    accuracy = comparisons[comparisons["measure"] == "test_acc"].set_index(["regime_a", "regime_b"])
+    compared = accuracy[accuracy["not_compared"].isna()]
+    assert len(compared) == 1 and compared["images"].tolist() == [4]
+    assert compared[["difference", "p_value", "only_a", "only_b"]].notna().all(axis=None)
+    missing = accuracy[accuracy["not_compared"].notna()]
+    assert len(missing) == 2
+    assert (
+        missing["not_compared"]
+        .eq("finetune has no scored model (no trial with a checkpoint)")
+        .all()
+    )
+    ratios = comparisons[comparisons["measure"] == "energy_ratio"]
+    assert len(ratios) == 3 and ratios["p_value"].isna().all()
+    assert "no image has an energy-in-box ratio for both" in " ".join(ratios["not_compared"])
+    section = _comparison_section(summary)
+    assert "McNemar's exact test" in section
+    assert section.count("not compared, finetune has no scored model") == 2
+    assert "- regime finetune has no trial with a checkpoint: not scored" in summary
