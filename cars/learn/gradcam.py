@@ -220,6 +220,8 @@ class CamResult:
     """N x classes float32, the softmax of the logits."""
     targets: np.ndarray
     """N int64: the class each CAM explains."""
+    map_size: tuple[int, int]
+    """(height, width) of the layer's map the CAMs were upsampled from."""
 
     @property
     def predictions(self) -> np.ndarray:
@@ -230,6 +232,29 @@ class CamResult:
     def confidences(self) -> np.ndarray:
         """The probability of each image's predicted class."""
         return self.probabilities.max(axis=1)
+
+
+@contextlib.contextmanager
+def _gradients_from_layer(layer: nn.Module) -> Iterator[list[tuple[int, int]]]:
+    """Let the backward pass start at ``layer``'s output; yields the map sizes seen.
+
+    Grad-CAM needs the score's gradient at the layer only, so the layer's output
+    becomes a leaf of the graph: backward runs through the head alone, not back
+    through the backbone to the input (three times the cost of the forward
+    pass). The hook must be registered before pytorch-grad-cam's, which then
+    sees the leaf.
+    """
+    sizes: list[tuple[int, int]] = []
+
+    def hook(_module: nn.Module, _args: object, output: torch.Tensor) -> torch.Tensor:
+        sizes.append((int(output.shape[-2]), int(output.shape[-1])))
+        return output.detach().requires_grad_(True)
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield sizes
+    finally:
+        handle.remove()
 
 
 @contextlib.contextmanager
@@ -295,11 +320,13 @@ def compute_cams(
     try:
         # The caller may be inside no_grad / inference_mode (an evaluation loop);
         # the CAM needs a backward pass regardless.
-        with torch.inference_mode(False), torch.enable_grad(), _out_of_place(layer):
-            # A frozen backbone records no gradient at act4 unless the input
-            # asks for one; a clone keeps the caller's tensor untouched.
+        with (
+            torch.inference_mode(False),
+            torch.enable_grad(),
+            _out_of_place(layer),
+            _gradients_from_layer(layer) as map_sizes,
+        ):
             x = create_input_normalizer(net)(inputs.detach(), device)
-            x = x.clone().requires_grad_(True)
             wanted = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
             # GradCAM puts the model in eval mode; its context manager removes its hooks.
             with GradCAM(model=net, target_layers=[layer]) as cam:
@@ -318,4 +345,5 @@ def compute_cams(
         cams=np.asarray(cams, dtype=np.float32),
         probabilities=probabilities.astype(np.float32),
         targets=chosen.astype(np.int64),
+        map_size=map_sizes[0],
     )

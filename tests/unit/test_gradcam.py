@@ -364,3 +364,17 @@ def test_real_xception_frozen_backbone_is_deterministic(xception: nn.Module) -> 
     assert not model.act4._forward_hooks and not model.act4._backward_hooks
     # The CAM's forward ran in eval mode: BatchNorm statistics are untouched.
     assert torch.equal(model.bn4.running_mean, running_mean)
+
+
+def test_the_backward_pass_stops_at_act4_and_the_map_size_is_kept(xception: nn.Module) -> None:
+    model = copy.deepcopy(xception)
+    reached = []
+    model.conv1.register_full_backward_hook(lambda *_: reached.append("conv1"))
+    model.block12.register_full_backward_hook(lambda *_: reached.append("block12"))
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 128, 96)
+    result = compute_cams(model, x, targets=[0, 1])
+    # Grad-CAM needs the score's gradient at act4 only: nothing before it is differentiated.
+    assert reached == []
+    assert result.map_size == (4, 3)  # (height, width)
+    assert result.cams.shape == (2, 128, 96) and result.cams.max() > 0.99
