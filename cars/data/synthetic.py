@@ -20,7 +20,7 @@ from cars.data.prepare import MAX_SIDE, VAL_FRACTION, PrepareResult, prepare_dat
 from cars.data.publishing import check_destination
 from cars.data.staging import staged_folder
 from cars.data.synthetic_classes import TASKS, CarDesign, design_classes
-from cars.data.synthetic_drawing import USUAL_COLOUR_SHARE, draw_photo
+from cars.data.synthetic_drawing import CAR_LENGTH_SHARE, USUAL_COLOUR_SHARE, draw_photo
 
 DEFAULT_WIDTHS = (96, 200)
 ASPECT_RANGE = (0.62, 0.8)  # height / width, as in landscape car photos
@@ -36,6 +36,7 @@ def _draw_split(
     key: list[int],
     *,
     usual_colour_share: float,
+    car_length_share: tuple[float, float],
 ) -> list[dict[str, int | str]]:
     """Draw one split's photos in a seeded class order; its annotation records."""
     items = [(label, i) for label in range(len(designs)) for i in range(per_class)]
@@ -47,7 +48,12 @@ def _draw_split(
         width = int(rng.integers(widths[0], widths[1] + 1))
         height = round(width * rng.uniform(*ASPECT_RANGE))
         photo, (x1, y1, x2, y2) = draw_photo(
-            designs[label], rng, width, height, usual_colour_share=usual_colour_share
+            designs[label],
+            rng,
+            width,
+            height,
+            usual_colour_share=usual_colour_share,
+            car_length_share=car_length_share,
         )
         fname = f"{number:05d}.jpg"
         photo.save(folder / fname, quality=int(rng.integers(*JPEG_QUALITY_RANGE)))
@@ -69,6 +75,7 @@ def write_synthetic_cars(
     task: str = "target",
     widths: tuple[int, int] = DEFAULT_WIDTHS,
     usual_colour_share: float = USUAL_COLOUR_SHARE,
+    car_length_share: tuple[float, float] = CAR_LENGTH_SHARE,
 ) -> Path:
     """Write a synthetic Stanford Cars folder in the devkit layout; returns ``root``.
 
@@ -80,6 +87,9 @@ def write_synthetic_cars(
         usual_colour_share: the share of a class's photos in its usual colour;
             the rest are painted any colour. At 0, as in :data:`cars.sweep_config`'s
             ``demo`` preset, paint says nothing about the class.
+        car_length_share: the range of the car's length as a share of the photo's
+            width. The default draws close-ups; the ``demo`` preset draws smaller
+            cars in wider photos, so that its Grad-CAMs have room around the car.
     """
     if train_per_class < 1 or test_per_class < 0:
         raise DataError(
@@ -90,6 +100,12 @@ def write_synthetic_cars(
         raise DataError(f"widths={widths} is not valid: (low, high) with 32 <= low <= high")
     if not 0 <= usual_colour_share <= 1:
         raise DataError(f"usual_colour_share={usual_colour_share} is not valid: from 0 to 1")
+    low, high = car_length_share
+    if not 0.1 <= low <= high <= 1:
+        raise DataError(
+            f"car_length_share={tuple(car_length_share)} is not valid: (low, high) with "
+            "0.1 <= low <= high <= 1"
+        )
     designs = design_classes(num_classes, seed=seed, task=task)
     root = Path(root)
     task_id = TASKS.index(task)
@@ -103,6 +119,7 @@ def write_synthetic_cars(
             widths,
             [seed, task_id, 0],
             usual_colour_share=usual_colour_share,
+            car_length_share=car_length_share,
         )
         test = _draw_split(
             staging / "cars_test",
@@ -111,6 +128,7 @@ def write_synthetic_cars(
             widths,
             [seed, task_id, 1],
             usual_colour_share=usual_colour_share,
+            car_length_share=car_length_share,
         )
         devkit = staging / "devkit"
         names = build_cell_array([d.name for d in designs])
@@ -139,6 +157,7 @@ def prepare_synthetic(
     task: str = "target",
     widths: tuple[int, int] = DEFAULT_WIDTHS,
     usual_colour_share: float = USUAL_COLOUR_SHARE,
+    car_length_share: tuple[float, float] = CAR_LENGTH_SHARE,
     source_dir: str | Path | None = None,
     max_side: int = MAX_SIDE,
     val_fraction: float = VAL_FRACTION,
@@ -165,6 +184,7 @@ def prepare_synthetic(
         "test_per_class": test_per_class,
         "widths": list(widths),
         "usual_colour_share": usual_colour_share,
+        "car_length_share": list(car_length_share),
     }
     with contextlib.ExitStack() as stack:
         if source_dir is None:
@@ -182,6 +202,7 @@ def prepare_synthetic(
             task=task,
             widths=widths,
             usual_colour_share=usual_colour_share,
+            car_length_share=car_length_share,
         )
         return prepare_dataset(
             root,
