@@ -106,7 +106,9 @@ class SweepConfig:
     ``confirm`` fresh seeds retrain each regime's best configuration after the
     sweep (0: no confirmation stage). With ``feature_cache``, frozen trials
     without augmentation train their head on backbone features computed once
-    per sweep (:mod:`cars.learn.features`).
+    per sweep (:mod:`cars.learn.features`). The report draws the Grad-CAMs of
+    ``gradcam_images`` test images and measures those of ``gradcam_measured``
+    (the drawn ones and others at random).
     """
 
     name: str
@@ -143,6 +145,7 @@ class SweepConfig:
     reduction_factor: float = 3.0
     max_concurrent_trials: int | None = None
     gradcam_images: int = 8
+    gradcam_measured: int = 48
     confirm: int = 0
     demo: DemoSpec | None = None
 
@@ -195,6 +198,8 @@ class SweepConfig:
             raise ConfigError(f"confirm={self.confirm} is not valid: 0 (off) or more seeds")
         if self.gradcam_images < 1:
             raise ConfigError(f"gradcam_images={self.gradcam_images} is not valid: at least 1")
+        if self.gradcam_measured < 1:
+            raise ConfigError(f"gradcam_measured={self.gradcam_measured} is not valid: at least 1")
         if self.data is None and self.demo is None:
             raise ConfigError(
                 f"preset {self.preset!r} sweeps a prepared data set: pass --data "
@@ -282,6 +287,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr_ranges": {"scratch": (1e-3, 3e-3), "frozen": (3e-3, 1e-2), "finetune": (1e-3, 3e-3)},
         "num_workers": 2,
         "gradcam_images": 4,
+        "gradcam_measured": 4,
         "demo": DemoSpec(
             num_classes=4,
             train_per_class=10,

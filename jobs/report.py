@@ -16,7 +16,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Write the report; print where it went and what it lacks."""
     with exit_on_user_error(argv):
         job = parse_report_args(argv)
-        outcome = write_report(job.sweep, job.reports, job.gradcam_images)
+        outcome = write_report(job.sweep, job.reports, job.gradcam_images, job.gradcam_measured)
     for missing in outcome.missing:
         print(f"missing: {missing}")
     print(f"Report: {outcome.path}/summary.md")

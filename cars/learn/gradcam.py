@@ -272,12 +272,21 @@ def _out_of_place(layer: nn.Module) -> Iterator[None]:
             layer.inplace = True
 
 
-def _check_targets(targets: Sequence[int] | None, count: int, num_classes: int | None) -> None:
+def _predicted_class(output: torch.Tensor) -> torch.Tensor:
+    """A pytorch-grad-cam target: the score of the class the model predicts."""
+    return output[..., int(output.argmax(-1))]
+
+
+def _check_targets(
+    targets: Sequence[int | None] | None, count: int, num_classes: int | None
+) -> None:
     if targets is None:
         return
     if len(targets) != count:
         raise ValueError(f"got {len(targets)} targets for {count} images; give one class each")
     for target in targets:
+        if target is None:
+            continue
         in_range = num_classes is None or 0 <= int(target) < num_classes
         if int(target) != target or not in_range:
             raise ValueError(
@@ -286,7 +295,7 @@ def _check_targets(targets: Sequence[int] | None, count: int, num_classes: int |
 
 
 def compute_cams(
-    model: nn.Module, inputs: torch.Tensor, targets: Sequence[int] | None = None
+    model: nn.Module, inputs: torch.Tensor, targets: Sequence[int | None] | None = None
 ) -> CamResult:
     """Grad-CAMs on ``model.act4`` (Keras' ``block14_sepconv2_act``) for a batch.
 
@@ -297,7 +306,8 @@ def compute_cams(
         inputs: N x 3 x H x W uint8 pixels, normalised here with the model's
             own mean and std (:mod:`cars.data.normalize`), or floats already
             normalised as the model expects; moved to the model's device.
-        targets: the class each CAM explains; default: the predicted classes.
+        targets: the class each CAM explains, None for an image's predicted class;
+            default: the predicted classes.
     """
     net = unwrap_model(model)
     layer = getattr(net, "act4", None)
@@ -327,7 +337,12 @@ def compute_cams(
             _gradients_from_layer(layer) as map_sizes,
         ):
             x = create_input_normalizer(net)(inputs.detach(), device)
-            wanted = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
+            wanted = None
+            if targets is not None:
+                wanted = [
+                    _predicted_class if t is None else ClassifierOutputTarget(int(t))
+                    for t in targets
+                ]
             # GradCAM puts the model in eval mode; its context manager removes its hooks.
             with GradCAM(model=net, target_layers=[layer]) as cam:
                 cams = cam(input_tensor=x, targets=wanted)
@@ -340,7 +355,10 @@ def compute_cams(
         # GradCAM's __exit__ swallows IndexError (it prints instead of raising).
         raise ValueError("pytorch-grad-cam failed on an IndexError; check the target classes")
     probabilities = torch.softmax(logits, dim=1).cpu().numpy()
-    chosen = probabilities.argmax(axis=1) if targets is None else np.asarray(targets)
+    chosen = probabilities.argmax(axis=1)
+    if targets is not None:
+        given = [t is not None for t in targets]
+        chosen[given] = [int(t) for t in targets if t is not None]
     return CamResult(
         cams=np.asarray(cams, dtype=np.float32),
         probabilities=probabilities.astype(np.float32),

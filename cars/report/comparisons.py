@@ -151,8 +151,11 @@ def compare_cam_ratios(gradcam: pd.DataFrame) -> pd.DataFrame:
     models = list(dict.fromkeys(gradcam["model"]))
     means = {m: float(table[m].mean()) for m in models}
     rows = []
-    for a, b in _ordered_pairs(means):
-        pair = table[[a, b]].dropna()
+    for first, second in _ordered_pairs(means):
+        pair = table[[first, second]].dropna()
+        # The images both have a ratio for decide which comes first, as the difference does.
+        swap = pair[second].mean() > pair[first].mean()
+        a, b = (second, first) if swap else (first, second)
         interval = paired_bootstrap_interval(pair[a].to_numpy(), pair[b].to_numpy())
         rows.append(
             _row(
