@@ -256,12 +256,12 @@ def test_default_targets_are_the_predictions() -> None:
 def test_a_none_target_explains_that_images_prediction() -> None:
     probe = RegionProbe()
     x = _probe_input().repeat(2, 1, 1, 1)
-    mixed = compute_cams(probe, x, targets=[None, 1])
-    assert mixed.targets.tolist() == [0, 1]  # image 0 predicts class 0
-    np.testing.assert_allclose(mixed.cams[0], compute_cams(probe, x[:1]).cams[0], atol=1e-6)
-    np.testing.assert_allclose(
-        mixed.cams[1], compute_cams(probe, x[:1], targets=[1]).cams[0], atol=1e-6
-    )
+    x[1, 1, 20:32, 0:16] = 9.0  # image 1's strongest evidence is class 1's
+    mixed = compute_cams(probe, x, targets=[2, None])
+    assert mixed.predictions.tolist() == [0, 1]
+    assert mixed.targets.tolist() == [2, 1]
+    np.testing.assert_allclose(mixed.cams[1], compute_cams(probe, x[1:]).cams[0], atol=1e-6)
+    assert energy_inside_box(mixed.cams[1], BOTTOM_LEFT) > 0.8
 
 
 def test_leaves_the_model_as_it_was() -> None:

@@ -347,6 +347,7 @@ def _cam_rows(model: str, regime: str, cams: np.ndarray, boxes: np.ndarray) -> p
         regime=regime,
         baseline=regime == RANDOM_INIT,
         test_index=np.arange(len(cams)),
+        drawn=np.arange(len(cams)) < 4,
         box_known=True,
         correct=True,
         tolerance_px=pointing_tolerance(96),
@@ -411,3 +412,18 @@ def test_summary_says_which_regimes_cam_concentrates_on_the_car_more_than_random
     table = [line for line in section.splitlines() if line.startswith(f"| {RANDOM_INIT} |")]
     assert len(table) == 1 and "| 12 |" in table[0]
     assert "whole test photos, at 96 px" in section and "a 3 × 3 map" in section
+    assert "Measured on all 12 test images (the 4 drawn and 8 more at random)." in section
+
+
+def test_cam_ratio_pairs_are_ordered_by_the_images_both_have_a_ratio_for() -> None:
+    # finetune has the higher mean over its own images, frozen over the two they share.
+    ratios = {"finetune-t1": [6.0, 1.0, 1.2], "frozen-f1": [np.nan, 2.0, 2.4]}
+    rows = [
+        {"model": m, "regime": m.split("-")[0], "test_index": i, "energy_ratio": r}
+        for m, values in ratios.items()
+        for i, r in enumerate(values)
+    ]
+    row = compare_cam_ratios(pd.DataFrame(rows)).iloc[0]
+    assert (row["regime_a"], row["images"]) == ("frozen", 2)
+    assert row["difference"] == pytest.approx(1.1)
+    assert describe_comparison(row).startswith("frozen has a higher ratio than finetune by 1.10")
