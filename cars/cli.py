@@ -50,6 +50,11 @@ PRECISE_BN_HELP = (
     f"at most an epoch's (default {TRAIN_DEFAULTS['precise_bn_samples']}; "
     "0: keep the running averages)"
 )
+GRADCAM_IMAGES_HELP = "test images drawn in the Grad-CAM figures (default: the preset's)"
+GRADCAM_MEASURED_HELP = (
+    "test images whose Grad-CAMs are measured against their boxes, the drawn ones among "
+    "them (default: the preset's)"
+)
 MAX_FAILURES_HELP = (
     "restarts of a crashed worker group from its last checkpoint, and in a sweep of a "
     f"trial lost with its node (default {TRAIN_DEFAULTS['max_failures']}; -1: forever)"
@@ -327,7 +332,8 @@ def _add_trial_options(run: argparse._ArgumentGroup) -> None:
     run.add_argument("--precise-bn-samples", type=int, help=PRECISE_BN_HELP)
     _add_feature_cache_option(run)
     run.add_argument("--seed", type=int)
-    run.add_argument("--gradcam-images", type=int)
+    run.add_argument("--gradcam-images", type=int, help=GRADCAM_IMAGES_HELP)
+    run.add_argument("--gradcam-measured", type=int, help=GRADCAM_MEASURED_HELP)
     run.add_argument(
         "--confirm",
         type=int,
@@ -375,6 +381,7 @@ class ReportJob:
     sweep: str
     reports: str
     gradcam_images: int | None
+    gradcam_measured: int | None = None
 
 
 def parse_report_args(argv: Sequence[str] | None = None) -> ReportJob:
@@ -391,13 +398,15 @@ def parse_report_args(argv: Sequence[str] | None = None) -> ReportJob:
         default=str(REPORTS_DIR),
         help="reports/<sweep name>/ is written under this folder",
     )
-    parser.add_argument("--gradcam-images", type=int, help="test images per Grad-CAM grid")
+    parser.add_argument("--gradcam-images", type=int, help=GRADCAM_IMAGES_HELP)
+    parser.add_argument("--gradcam-measured", type=int, help=GRADCAM_MEASURED_HELP)
     _add_debug_option(parser)
     args = parser.parse_args(argv)
     return ReportJob(
         sweep=resolve_path(args.sweep),
         reports=resolve_path(args.reports),
         gradcam_images=args.gradcam_images,
+        gradcam_measured=args.gradcam_measured,
     )
 
 

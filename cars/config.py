@@ -31,6 +31,8 @@ SCORE_MODE = "max"
 _METRIC_DECIMALS = 6
 
 REGIMES = ("scratch", "frozen", "finetune")
+# The Grad-CAM baseline beside the regimes: the same network at a random initialisation.
+RANDOM_INIT = "random-init"
 AUGMENTS = ("none", "basic", "strong")
 OPTIMIZERS = ("adamw", "sgd")
 NUM_BLOCKS = 14

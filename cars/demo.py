@@ -34,6 +34,15 @@ no better than what ``scratch`` learns from the target's 40 images. Each
 regime gets one trial, trained without augmentation: in six epochs of five
 steps a random resized crop leaves ``scratch`` near chance, so one draw of it
 would decide the comparison by itself.
+
+Where a model looks can only be measured where the car leaves room around it:
+cropped to its box, a car fills its input, and pointing at the input's centre
+always hits it. So the demo draws its photos wide (144-288 px) with the car
+spanning 35-55 % of the width, anywhere in it (about the car's pixel size of
+the generator's close-ups), and the report explains the whole test photos, at
+the size where a car keeps the scale of its 64 px crop
+(:mod:`cars.report.cam_view`): there the box covers about a fifth of the input,
+the centre hits it about 60 % of the time, and ``act4`` is a 6 x 6 map.
 """
 
 from __future__ import annotations
@@ -51,7 +60,8 @@ from cars.cluster.resources import plan_trial_resources
 from cars.cluster.train import run_training
 from cars.config import ConfigError, TrainConfig
 from cars.data import SyntheticCars, prepare_synthetic
-from cars.data.synthetic_drawing import USUAL_COLOUR_SHARE
+from cars.data.synthetic import DEFAULT_WIDTHS
+from cars.data.synthetic_drawing import CAR_LENGTH_SHARE, USUAL_COLOUR_SHARE
 from cars.paths import PROJECT_ROOT
 from cars.runs import StoredRun, read_run
 from cars.storage import join_path
@@ -96,7 +106,9 @@ def prepare_demo_data(spec: DemoSpec, seed: int, root: Path = DEMO_DATA_DIR) -> 
         spec.test_per_class,
         seed=seed,
         task="target",
+        widths=spec.photo_widths or DEFAULT_WIDTHS,
         usual_colour_share=usual_colour_share,
+        car_length_share=spec.car_length_share or CAR_LENGTH_SHARE,
     )
     # The source model is never tested (its validation picks its checkpoint): no test images.
     source = target.replace(

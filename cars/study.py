@@ -152,4 +152,4 @@ def run_report_job(job: ReportJob) -> ReportOutcome:
     """Write a sweep's report; a GPU sweep's test scores run on the cluster's GPUs, joined here."""
     if read_sweep_config(job.sweep).use_gpu:
         init_ray()
-    return write_report(job.sweep, job.reports, job.gradcam_images)
+    return write_report(job.sweep, job.reports, job.gradcam_images, job.gradcam_measured)

@@ -41,7 +41,9 @@ class DemoSpec:
     with batches of ``pretrain_batch_size`` (by default the sweep's), the
     ``pretrain_augment`` policy and ``pretrain_warmup_epochs`` of warmup. Each
     class's photos wear its usual colour with ``usual_colour_share`` chance (by
-    default the generator's), and any colour otherwise.
+    default the generator's), and any colour otherwise. Photos are ``photo_widths``
+    pixels wide, and each car's length is a ``car_length_share`` of its photo's
+    width (by default the generator's close-ups).
     """
 
     num_classes: int
@@ -57,8 +59,14 @@ class DemoSpec:
     pretrain_augment: str = "basic"
     pretrain_warmup_epochs: float = 1.0
     usual_colour_share: float | None = None
+    photo_widths: tuple[int, int] | None = None
+    car_length_share: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        for name in ("photo_widths", "car_length_share"):
+            value = getattr(self, name)
+            if value is not None:  # JSON gives lists back
+                object.__setattr__(self, name, tuple(value))
         if self.pretrain_augment not in AUGMENTS:
             raise ConfigError(
                 f"demo pretrain_augment={self.pretrain_augment!r} is not valid: one of {AUGMENTS}"
@@ -75,6 +83,17 @@ class DemoSpec:
             raise ConfigError(
                 f"demo usual_colour_share={self.usual_colour_share} is not valid: from 0 to 1"
             )
+        widths = self.photo_widths
+        if widths is not None and not (len(widths) == 2 and 32 <= widths[0] <= widths[1]):
+            raise ConfigError(
+                f"demo photo_widths={widths} is not valid: (low, high) with 32 <= low <= high"
+            )
+        share = self.car_length_share
+        if share is not None and not (len(share) == 2 and 0.1 <= share[0] <= share[1] <= 1):
+            raise ConfigError(
+                f"demo car_length_share={share} is not valid: (low, high) with "
+                "0.1 <= low <= high <= 1"
+            )
 
 
 @dataclass(frozen=True)
@@ -87,7 +106,9 @@ class SweepConfig:
     ``confirm`` fresh seeds retrain each regime's best configuration after the
     sweep (0: no confirmation stage). With ``feature_cache``, frozen trials
     without augmentation train their head on backbone features computed once
-    per sweep (:mod:`cars.learn.features`).
+    per sweep (:mod:`cars.learn.features`). The report draws the Grad-CAMs of
+    ``gradcam_images`` test images and measures those of ``gradcam_measured``
+    (the drawn ones and others at random).
     """
 
     name: str
@@ -124,6 +145,7 @@ class SweepConfig:
     reduction_factor: float = 3.0
     max_concurrent_trials: int | None = None
     gradcam_images: int = 8
+    gradcam_measured: int = 48
     confirm: int = 0
     demo: DemoSpec | None = None
 
@@ -176,6 +198,8 @@ class SweepConfig:
             raise ConfigError(f"confirm={self.confirm} is not valid: 0 (off) or more seeds")
         if self.gradcam_images < 1:
             raise ConfigError(f"gradcam_images={self.gradcam_images} is not valid: at least 1")
+        if self.gradcam_measured < 1:
+            raise ConfigError(f"gradcam_measured={self.gradcam_measured} is not valid: at least 1")
         if self.data is None and self.demo is None:
             raise ConfigError(
                 f"preset {self.preset!r} sweeps a prepared data set: pass --data "
@@ -263,6 +287,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr_ranges": {"scratch": (1e-3, 3e-3), "frozen": (3e-3, 1e-2), "finetune": (1e-3, 3e-3)},
         "num_workers": 2,
         "gradcam_images": 4,
+        "gradcam_measured": 4,
         "demo": DemoSpec(
             num_classes=4,
             train_per_class=10,
@@ -281,7 +306,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # images), so the features it teaches are worth transferring; two epochs
     # without augmentation get it furthest in the time. Every image is cropped to
     # its car's box, so that at 64 px the car fills the input, and paint is drawn
-    # at random, so that classes differ by their parts alone (see cars/demo.py).
+    # at random, so that classes differ by their parts alone; the photos are wide
+    # scenes, so that the report's Grad-CAMs of them have room (see cars/demo.py).
     "demo": {
         **_CPU_PRESET,
         # One trial per regime and 30 steps: a random-resized-crop draw would
@@ -308,6 +334,11 @@ PRESETS: dict[str, dict[str, Any]] = {
             pretrain_augment="none",
             pretrain_warmup_epochs=0.3,
             usual_colour_share=0.0,
+            # Cars of about the default's pixel size in wider scenes, away from the
+            # centre: the trials see the boxes, and the report's Grad-CAMs explain
+            # the whole test photos, where the car leaves room around it.
+            photo_widths=(144, 288),
+            car_length_share=(0.35, 0.55),
         ),
     },
     "full": {

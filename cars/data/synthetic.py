@@ -23,7 +23,7 @@ from cars.data.prepare import MAX_SIDE, VAL_FRACTION, PrepareResult, prepare_dat
 from cars.data.publishing import check_destination
 from cars.data.staging import staged_folder
 from cars.data.synthetic_classes import TASKS, CarDesign, design_classes
-from cars.data.synthetic_drawing import USUAL_COLOUR_SHARE, draw_photo
+from cars.data.synthetic_drawing import CAR_LENGTH_SHARE, USUAL_COLOUR_SHARE, draw_photo
 
 DEFAULT_WIDTHS = (96, 200)
 ASPECT_RANGE = (0.62, 0.8)  # height / width, as in landscape car photos
@@ -39,6 +39,7 @@ def _draw_split(
     key: list[int],
     *,
     usual_colour_share: float,
+    car_length_share: tuple[float, float],
 ) -> list[dict[str, int | str]]:
     """Draw one split's photos in a seeded class order; its annotation records."""
     items = [(label, i) for label in range(len(designs)) for i in range(per_class)]
@@ -50,7 +51,12 @@ def _draw_split(
         width = int(rng.integers(widths[0], widths[1] + 1))
         height = round(width * rng.uniform(*ASPECT_RANGE))
         photo, (x1, y1, x2, y2) = draw_photo(
-            designs[label], rng, width, height, usual_colour_share=usual_colour_share
+            designs[label],
+            rng,
+            width,
+            height,
+            usual_colour_share=usual_colour_share,
+            car_length_share=car_length_share,
         )
         fname = f"{number:05d}.jpg"
         photo.save(folder / fname, quality=int(rng.integers(*JPEG_QUALITY_RANGE)))
@@ -76,6 +82,9 @@ class SyntheticCars:
         usual_colour_share: the share of a class's photos in its usual colour; the
             rest are painted any colour. At 0, as in :data:`cars.sweep_config`'s
             ``demo`` preset, paint says nothing about the class.
+        car_length_share: the range of the car's length as a share of the photo's
+            width. The default draws close-ups; the ``demo`` preset draws smaller
+            cars in wider photos, so that its Grad-CAMs have room around the car.
     """
 
     num_classes: int
@@ -85,6 +94,7 @@ class SyntheticCars:
     task: str = "target"
     widths: tuple[int, int] = DEFAULT_WIDTHS
     usual_colour_share: float = USUAL_COLOUR_SHARE
+    car_length_share: tuple[float, float] = CAR_LENGTH_SHARE
 
     def __post_init__(self) -> None:
         if self.train_per_class < 1 or self.test_per_class < 0:
@@ -100,6 +110,12 @@ class SyntheticCars:
             raise DataError(
                 f"usual_colour_share={self.usual_colour_share} is not valid: from 0 to 1"
             )
+        low, high = self.car_length_share
+        if not 0.1 <= low <= high <= 1:
+            raise DataError(
+                f"car_length_share={tuple(self.car_length_share)} is not valid: (low, high) "
+                "with 0.1 <= low <= high <= 1"
+            )
 
     def replace(self, **changes: Any) -> SyntheticCars:
         """A copy with some fields changed."""
@@ -109,6 +125,7 @@ class SyntheticCars:
         """The description as plain values, as ``dataset.json`` records the generator."""
         first = ("task", "seed")  # the order dataset.json has always had
         values = dataclasses.asdict(self) | {"widths": list(self.widths)}
+        values["car_length_share"] = list(self.car_length_share)
         return {k: values[k] for k in first} | {k: v for k, v in values.items() if k not in first}
 
 
@@ -132,6 +149,7 @@ def write_synthetic_cars(root: str | Path, cars: SyntheticCars) -> Path:
                 cars.widths,
                 [cars.seed, task_id, split],
                 usual_colour_share=cars.usual_colour_share,
+                car_length_share=cars.car_length_share,
             )
             for folder, per_class, split in (
                 ("cars_train", cars.train_per_class, 0),

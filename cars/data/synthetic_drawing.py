@@ -17,6 +17,8 @@ from cars.data.synthetic_classes import COLOURS, CarDesign, contrasting_stripe
 
 SUPERSAMPLE = 3
 USUAL_COLOUR_SHARE = 2 / 3
+# The car's length as a share of the photo's width: a close-up, as most car photos are.
+CAR_LENGTH_SHARE = (0.55, 0.9)
 FLAT_BACKGROUND = (255, 0, 255)  # a colour no car is painted, for checking boxes
 
 _TYRE = (30, 30, 33)
@@ -241,17 +243,19 @@ def draw_photo(
     *,
     flat_background: bool = False,
     usual_colour_share: float = USUAL_COLOUR_SHARE,
+    car_length_share: tuple[float, float] = CAR_LENGTH_SHARE,
 ) -> tuple[Image.Image, Box]:
     """A ``width`` x ``height`` RGB photo of one car of ``design`` and its bounding box.
 
     The box is 0-based with ``x2``/``y2`` exclusive. ``flat_background`` draws the
     same car at the same place on :data:`FLAT_BACKGROUND`, with no lighting
     change, to check the box against the pixels. ``usual_colour_share`` is
-    :func:`draw_car`'s.
+    :func:`draw_car`'s. ``car_length_share`` bounds the car's length as a share of
+    ``width`` (a car that would not fit the height is drawn shorter).
     """
     s = design.shape
     car_height = s.clearance + s.body_height + s.cabin_height + 0.06  # in car lengths
-    length = round(min(rng.uniform(0.55, 0.9) * width, 0.9 * height / car_height))
+    length = round(min(rng.uniform(*car_length_share) * width, 0.9 * height / car_height))
     car = draw_car(design, rng, max(length, 16), usual_colour_share=usual_colour_share)
     if rng.random() < 0.5:
         car = car.transpose(Image.Transpose.FLIP_LEFT_RIGHT)

@@ -21,7 +21,7 @@ from cars.figures.panels import (
     measure_caption,
     prediction_caption,
 )
-from cars.figures.style import add_title, regime_color, save_figure, shorten_name
+from cars.figures.style import add_title, regime_color, regime_label, save_figure, shorten_name
 
 _COLORBAR_HEIGHT = 0.75
 
@@ -116,7 +116,8 @@ def plot_regime_comparison(  # noqa: PLR0917 - positional order is the report's 
     Args:
         cams_by_model: model name -> N x H x W CAMs, in column order.
         preds_by_model: model name -> (predicted class names, confidences).
-        model_regimes: model name -> regime, which colours its column.
+        model_regimes: model name -> regime (or ``cars.config.RANDOM_INIT`` for the
+            untrained baseline), which colours its column.
         measures_by_model: optional model name -> ``measure_cams`` rows.
     """
     images = check_images(images)
@@ -159,7 +160,7 @@ def plot_regime_comparison(  # noqa: PLR0917 - positional order is the report's 
     for column, model in enumerate(models, start=1):
         regime = model_regimes[model]
         axes[0, column].set_title(
-            f"{shorten_name(model, 22)}\n({regime})",
+            f"{shorten_name(model, 22)}\n({regime_label(regime)})",
             fontsize=10,
             color=regime_color(regime),
             weight="bold",

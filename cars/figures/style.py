@@ -7,7 +7,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from cars.config import REGIMES
+from cars.config import RANDOM_INIT, REGIMES
 from cars.storage import atomic_path
 
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
@@ -16,6 +16,8 @@ REGIME_COLORS: dict[str, str] = {
     "frozen": "#0072B2",  # blue
     "finetune": "#CC79A7",  # reddish purple
 }
+# The untrained baseline (cars.config.RANDOM_INIT), and the chance levels, stay grey.
+BASELINE_COLOR = "#8C8C8C"
 CORRECT_COLOR = "#009E73"  # bluish green
 WRONG_COLOR = "#D55E00"  # vermillion
 CORRECT_MARK = "✓"
@@ -26,10 +28,20 @@ DPI = 150
 
 
 def regime_color(regime: str) -> str:
-    """The colour of a regime in every figure; an unknown regime is an error."""
+    """The colour of a regime (or the random baseline) in every figure; others are an error."""
+    if regime == RANDOM_INIT:
+        return BASELINE_COLOR
     if regime not in REGIME_COLORS:
-        raise ValueError(f"unknown regime {regime!r}; regimes are {', '.join(REGIMES)}")
+        raise ValueError(
+            f"unknown regime {regime!r}; regimes are {', '.join(REGIMES)} "
+            f"(and {RANDOM_INIT} for the untrained baseline)"
+        )
     return REGIME_COLORS[regime]
+
+
+def regime_label(regime: str) -> str:
+    """How a figure names a column's regime: the baseline is called what it is."""
+    return "untrained" if regime == RANDOM_INIT else regime
 
 
 def shorten_name(name: str, width: int = 28, max_lines: int = 2) -> str:

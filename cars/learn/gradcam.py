@@ -220,6 +220,8 @@ class CamResult:
     """N x classes float32, the softmax of the logits."""
     targets: np.ndarray
     """N int64: the class each CAM explains."""
+    map_size: tuple[int, int]
+    """(height, width) of the layer's map the CAMs were upsampled from."""
 
     @property
     def predictions(self) -> np.ndarray:
@@ -230,6 +232,29 @@ class CamResult:
     def confidences(self) -> np.ndarray:
         """The probability of each image's predicted class."""
         return self.probabilities.max(axis=1)
+
+
+@contextlib.contextmanager
+def _gradients_from_layer(layer: nn.Module) -> Iterator[list[tuple[int, int]]]:
+    """Let the backward pass start at ``layer``'s output; yields the map sizes seen.
+
+    Grad-CAM needs the score's gradient at the layer only, so the layer's output
+    becomes a leaf of the graph: backward runs through the head alone, not back
+    through the backbone to the input (three times the cost of the forward
+    pass). The hook must be registered before pytorch-grad-cam's, which then
+    sees the leaf.
+    """
+    sizes: list[tuple[int, int]] = []
+
+    def hook(_module: nn.Module, _args: object, output: torch.Tensor) -> torch.Tensor:
+        sizes.append((int(output.shape[-2]), int(output.shape[-1])))
+        return output.detach().requires_grad_(True)
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield sizes
+    finally:
+        handle.remove()
 
 
 @contextlib.contextmanager
@@ -247,12 +272,21 @@ def _out_of_place(layer: nn.Module) -> Iterator[None]:
             layer.inplace = True
 
 
-def _check_targets(targets: Sequence[int] | None, count: int, num_classes: int | None) -> None:
+def _predicted_class(output: torch.Tensor) -> torch.Tensor:
+    """A pytorch-grad-cam target: the score of the class the model predicts."""
+    return output[..., int(output.argmax(-1))]
+
+
+def _check_targets(
+    targets: Sequence[int | None] | None, count: int, num_classes: int | None
+) -> None:
     if targets is None:
         return
     if len(targets) != count:
         raise ValueError(f"got {len(targets)} targets for {count} images; give one class each")
     for target in targets:
+        if target is None:
+            continue
         in_range = num_classes is None or 0 <= int(target) < num_classes
         if int(target) != target or not in_range:
             raise ValueError(
@@ -261,7 +295,7 @@ def _check_targets(targets: Sequence[int] | None, count: int, num_classes: int |
 
 
 def compute_cams(
-    model: nn.Module, inputs: torch.Tensor, targets: Sequence[int] | None = None
+    model: nn.Module, inputs: torch.Tensor, targets: Sequence[int | None] | None = None
 ) -> CamResult:
     """Grad-CAMs on ``model.act4`` (Keras' ``block14_sepconv2_act``) for a batch.
 
@@ -272,7 +306,8 @@ def compute_cams(
         inputs: N x 3 x H x W uint8 pixels, normalised here with the model's
             own mean and std (:mod:`cars.data.normalize`), or floats already
             normalised as the model expects; moved to the model's device.
-        targets: the class each CAM explains; default: the predicted classes.
+        targets: the class each CAM explains, None for an image's predicted class;
+            default: the predicted classes.
     """
     net = unwrap_model(model)
     layer = getattr(net, "act4", None)
@@ -295,12 +330,19 @@ def compute_cams(
     try:
         # The caller may be inside no_grad / inference_mode (an evaluation loop);
         # the CAM needs a backward pass regardless.
-        with torch.inference_mode(False), torch.enable_grad(), _out_of_place(layer):
-            # A frozen backbone records no gradient at act4 unless the input
-            # asks for one; a clone keeps the caller's tensor untouched.
+        with (
+            torch.inference_mode(False),
+            torch.enable_grad(),
+            _out_of_place(layer),
+            _gradients_from_layer(layer) as map_sizes,
+        ):
             x = create_input_normalizer(net)(inputs.detach(), device)
-            x = x.clone().requires_grad_(True)
-            wanted = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
+            wanted = None
+            if targets is not None:
+                wanted = [
+                    _predicted_class if t is None else ClassifierOutputTarget(int(t))
+                    for t in targets
+                ]
             # GradCAM puts the model in eval mode; its context manager removes its hooks.
             with GradCAM(model=net, target_layers=[layer]) as cam:
                 cams = cam(input_tensor=x, targets=wanted)
@@ -313,9 +355,13 @@ def compute_cams(
         # GradCAM's __exit__ swallows IndexError (it prints instead of raising).
         raise ValueError("pytorch-grad-cam failed on an IndexError; check the target classes")
     probabilities = torch.softmax(logits, dim=1).cpu().numpy()
-    chosen = probabilities.argmax(axis=1) if targets is None else np.asarray(targets)
+    chosen = probabilities.argmax(axis=1)
+    if targets is not None:
+        given = [t is not None for t in targets]
+        chosen[given] = [int(t) for t in targets if t is not None]
     return CamResult(
         cams=np.asarray(cams, dtype=np.float32),
         probabilities=probabilities.astype(np.float32),
         targets=chosen.astype(np.int64),
+        map_size=map_sizes[0],
     )

@@ -3,7 +3,8 @@
 ``comparisons.parquet`` holds, for each pair of swept regimes, the difference of
 their best models' test accuracy (McNemar's exact test, paired bootstrap
 interval) and of their Grad-CAM energy-in-box ratios (Wilcoxon's signed-rank
-test, paired bootstrap interval), each over the images both models saw. A pair
+test, paired bootstrap interval), each over the images both models saw, and each
+regime's ratios against those of the untrained baseline `random-init`. A pair
 that cannot be compared (a regime without a scored model, no test images, no
 known test label, no box) keeps its row: nulls, and ``not_compared`` says why.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from cars.config import REGIMES
+from cars.config import RANDOM_INIT, REGIMES
 from cars.report.predictions import model_name
 from cars.stats import (
     CONFIDENCE,
@@ -147,9 +148,13 @@ def compare_cam_ratios(
 ) -> pd.DataFrame:
     """Each pair of models' energy-in-box ratios over the images both have a ratio for.
 
-    A pair that cannot be compared is a row of nulls whose ``not_compared`` says why.
+    The untrained baseline (``random-init``), where ``gradcam`` has its rows, is paired
+    with every regime as the regimes are with each other. A pair that cannot be compared
+    is a row of nulls whose ``not_compared`` says why.
     """
     gradcam = gradcam if gradcam is not None else pd.DataFrame(columns=GRADCAM_KEYS)
+    if gradcam["model"].eq(RANDOM_INIT).any():
+        regimes = [*regimes, ComparedRegime(RANDOM_INIT, RANDOM_INIT)]
     table = gradcam.pivot(index="test_index", columns="model", values="energy_ratio")
     table = table.astype(float)
     means = {
@@ -170,12 +175,14 @@ def compare_cam_ratios(
         if gap is not None:
             rows.append(_missing_row("energy_ratio", a, b, gap))
             continue
-        ratios_a, ratios_b = (pair[m].to_numpy() for m in (a.model, b.model))
+        # The images both have a ratio for decide which comes first, as the difference does.
+        first, second = (b, a) if pair[b.model].mean() > pair[a.model].mean() else (a, b)
+        ratios_a, ratios_b = (pair[m].to_numpy() for m in (first.model, second.model))
         rows.append(
             _row(
                 "energy_ratio",
-                (a, float(ratios_a.mean())),
-                (b, float(ratios_b.mean())),
+                (first, float(ratios_a.mean())),
+                (second, float(ratios_b.mean())),
                 paired_bootstrap_interval(ratios_a, ratios_b),
                 test=RATIO_TEST,
                 p_value=wilcoxon_p_value(ratios_a, ratios_b),

@@ -22,8 +22,10 @@ from cars.data import read_dataset_info
 from cars.data.staging import staged_folder
 from cars.figures import plot_learning_curves
 from cars.learn.checkpoint import load_checkpoint, save_best_weights
-from cars.report.cams import CamModel, select_images, write_gradcam
-from cars.report.comparisons import compare_regimes, compared_regimes
+from cars.report.cam_models import load_cam_models
+from cars.report.cam_view import choose_cam_view
+from cars.report.cams import add_measured_images, select_images, write_gradcam
+from cars.report.comparisons import ComparedRegime, compare_regimes, compared_regimes
 from cars.report.gaps import describe_data_gaps
 from cars.report.predictions import ScoredModel, build_predictions, model_name
 from cars.report.repeats import read_confirm_runs, summarise_repeats
@@ -36,10 +38,9 @@ from cars.report.results import (
 from cars.report.scoring import (
     TestScore,
     create_eval_dataset,
-    load_trial_model,
     score_checkpoints,
 )
-from cars.report.summary import REFERENCE, SummaryInputs, render_summary
+from cars.report.summary import CURVES_FIGURE, REFERENCE, SummaryInputs, render_summary
 from cars.stats import wilson_interval
 from cars.storage import write_bytes
 
@@ -187,30 +188,23 @@ def _write_gradcam_section(
     best_index: int,
     class_names: list[str],
     count: int,
+    measured: int,
     seed: int,
 ) -> pd.DataFrame | None:
     """Grad-CAM figures and measures (None without test images), and ``best/``."""
-    models = [
-        CamModel(
-            name=model_name(row.regime, row.trial_id),
-            trial_id=row.trial_id,
-            regime=row.regime,
-            best_overall=i == best_index,
-            model=load_trial_model(row.checkpoint, configs[i], class_names),
-        )
-        for i, row in enumerate(regimes.itertuples())
-    ]
+    models = load_cam_models(regimes, configs, class_names, best_index=best_index, seed=seed)
     best_config, best_score = configs[best_index], scores[best_index]
-    indices = select_images(best_score.predictions, best_score.labels, count, seed)
-    dataset = create_eval_dataset(best_config)
-    folder = stage / "gradcam"
+    drawn = select_images(best_score.predictions, best_score.labels, count, seed)
     table = None
-    if len(indices):
+    if len(drawn):
+        view = choose_cam_view(best_config, create_eval_dataset(best_config))
+        folder = stage / "gradcam"
         table = write_gradcam(
             models,
-            dataset,
-            indices=indices,
-            config=best_config,
+            view.create_dataset(best_config.data),
+            indices=add_measured_images(drawn, len(best_score.labels), measured, seed),
+            drawn=drawn,
+            view=view,
             class_names=class_names,
             out=folder,
         )
@@ -220,83 +214,147 @@ def _write_gradcam_section(
     return table
 
 
+def _write_runs(stage: Path, results: SweepResults, notes: list[str]) -> None:
+    """What the trials reported: ``trials.parquet``, ``epochs.parquet`` and the curves."""
+    write_parquet(results.trials, stage / "trials.parquet")
+    write_parquet(results.epochs, stage / "epochs.parquet")
+    if len(results.epochs) and results.epochs[METRIC].notna().any():
+        plot_learning_curves(
+            _curve_labels(results), stage / CURVES_FIGURE, title=f"Sweep {results.name}"
+        )
+    elif len(results.epochs):
+        notes.append(f"no trial reported a {METRIC}: no learning curves")
+    else:
+        notes.append("no trial reported an epoch: no learning curves")
+
+
+@dataclass(frozen=True)
+class ReportFindings:
+    """What scoring and explaining the regimes' best trials found."""
+
+    regimes: pd.DataFrame
+    best_trial: str | None
+    gradcam: pd.DataFrame | None
+    predictions: pd.DataFrame
+    comparisons: pd.DataFrame
+
+
+def _score_and_explain(
+    stage: Path,
+    results: SweepResults,
+    regimes: pd.DataFrame,
+    compared: list[ComparedRegime],
+    *,
+    class_names: list[str],
+    notes: list[str],
+    gradcam_images: int,
+    gradcam_measured: int,
+) -> ReportFindings:
+    """Score each regime's best trial on the test split, compare them, and explain them."""
+    predictions = build_predictions([], [])
+    if not len(regimes):
+        comparisons = compare_regimes(predictions, None, compared)
+        return ReportFindings(regimes, None, None, predictions, comparisons)
+    configs = _trial_configs(regimes)
+    scored = _score_models(results, regimes, configs, notes)
+    regimes, scores, predictions = scored.regimes, scored.scores, scored.predictions
+    if scored.repeats is not None:
+        write_parquet(scored.repeats, stage / "confirm.parquet")
+    best_trial = str(rank_trials(regimes)["trial_id"].iloc[0])
+    best_index = int(np.flatnonzero(regimes["trial_id"] == best_trial)[0])
+    regimes = regimes.assign(best_overall=regimes["trial_id"] == best_trial)
+    gradcam = _write_gradcam_section(
+        stage,
+        regimes,
+        configs=configs,
+        scores=scores,
+        best_index=best_index,
+        class_names=class_names,
+        count=gradcam_images,
+        measured=gradcam_measured,
+        seed=results.config.seed,
+    )
+    comparisons = compare_regimes(predictions, gradcam, compared)
+    return ReportFindings(regimes, best_trial, gradcam, predictions, comparisons)
+
+
+def _compared_regimes(
+    results: SweepResults, regimes: pd.DataFrame, val_images: int, notes: list[str]
+) -> list[ComparedRegime]:
+    """Every swept regime for the comparisons; a note for each without a trial to score."""
+    unscored = (
+        "no trial with a checkpoint" if val_images else "no val images to choose its best trial"
+    )
+    compared = compared_regimes(results.config.regimes, regimes, unscored)
+    if val_images:
+        notes += [f"regime {r.regime} has {unscored}: not scored" for r in compared if not r.model]
+    return compared
+
+
+def _written_figures(stage: Path) -> tuple[str, ...]:
+    """The figures in the report's folder, relative to it: what the summary may embed."""
+    return tuple(sorted(path.relative_to(stage).as_posix() for path in stage.rglob("*.png")))
+
+
 def write_report(
-    sweep_path: str, reports_dir: str, gradcam_images: int | None = None
+    sweep_path: str,
+    reports_dir: str,
+    gradcam_images: int | None = None,
+    gradcam_measured: int | None = None,
 ) -> ReportOutcome:
     """Write ``<reports_dir>/<sweep name>/`` for the sweep at ``sweep_path``.
 
     A sweep that was interrupted still gets a report of what it has, and the
-    report lists what is missing.
+    report lists what is missing. ``gradcam_images`` and ``gradcam_measured``
+    replace the sweep's own settings.
     """
-    return write_results_report(read_sweep_results(sweep_path), reports_dir, gradcam_images)
+    results = read_sweep_results(sweep_path)
+    return write_results_report(results, reports_dir, gradcam_images, gradcam_measured)
 
 
 def write_results_report(
-    results: SweepResults, reports_dir: str, gradcam_images: int | None = None
+    results: SweepResults,
+    reports_dir: str,
+    gradcam_images: int | None = None,
+    gradcam_measured: int | None = None,
 ) -> ReportOutcome:
     """Write ``<reports_dir>/<results.name>/`` from a sweep's results, as read from its storage."""
     config = results.config
     if config.data is None:
         raise ConfigError(f"the sweep at {results.path} names no data set: it never started")
     info = read_dataset_info(config.data)
-    class_names = list(info.class_names)
     notes = describe_data_gaps(info)
     regimes = select_regime_bests(results.trials)
-    has_val = bool(info.counts.get("val", 0))
-    unscored = "no trial with a checkpoint" if has_val else "no val images to choose its best trial"
-    compared = compared_regimes(config.regimes, regimes, unscored)
-    for regime in config.regimes:
-        if regime not in set(regimes["regime"]) and has_val:
-            notes.append(f"regime {regime} has {unscored}: not scored")
+    compared = _compared_regimes(results, regimes, info.counts.get("val", 0), notes)
     target = Path(reports_dir) / results.name
     with staged_folder(target, replace=True) as stage:
-        write_parquet(results.trials, stage / "trials.parquet")
-        write_parquet(results.epochs, stage / "epochs.parquet")
-        if len(results.epochs) and results.epochs[METRIC].notna().any():
-            plot_learning_curves(
-                _curve_labels(results), stage / "curves.png", title=f"Sweep {results.name}"
-            )
-        elif len(results.epochs):
-            notes.append(f"no trial reported a {METRIC}: no learning curves")
-        else:
-            notes.append("no trial reported an epoch: no learning curves")
-        gradcam: pd.DataFrame | None = None
-        best_trial: str | None = None
-        predictions = build_predictions([], [])
-        if len(regimes):
-            configs = _trial_configs(regimes)
-            scored = _score_models(results, regimes, configs, notes)
-            regimes, scores, predictions = scored.regimes, scored.scores, scored.predictions
-            if scored.repeats is not None:
-                write_parquet(scored.repeats, stage / "confirm.parquet")
-            best_trial = str(rank_trials(regimes)["trial_id"].iloc[0])
-            best_index = int(np.flatnonzero(regimes["trial_id"] == best_trial)[0])
-            regimes = regimes.assign(best_overall=regimes["trial_id"] == best_trial)
-            gradcam = _write_gradcam_section(
-                stage,
-                regimes,
-                configs=configs,
-                scores=scores,
-                best_index=best_index,
-                class_names=class_names,
-                count=gradcam_images or config.gradcam_images,
-                seed=config.seed,
-            )
-        comparisons = compare_regimes(predictions, gradcam, compared)
-        write_parquet(predictions, stage / "predictions.parquet")
+        _write_runs(stage, results, notes)
+        found = _score_and_explain(
+            stage,
+            results,
+            regimes,
+            compared,
+            class_names=list(info.class_names),
+            notes=notes,
+            gradcam_images=gradcam_images or config.gradcam_images,
+            gradcam_measured=gradcam_measured or config.gradcam_measured,
+        )
+        write_parquet(found.predictions, stage / "predictions.parquet")
+        comparisons = found.comparisons
         write_parquet(comparisons, stage / "comparisons.parquet")
-        write_parquet(regimes, stage / "regimes.parquet")
+        write_parquet(found.regimes, stage / "regimes.parquet")
         summary = render_summary(
             SummaryInputs(
                 results=results,
                 info=info,
                 weights=describe_weights(config.weights),
-                regimes=regimes,
-                best_trial=best_trial,
-                gradcam=gradcam,
+                regimes=found.regimes,
+                best_trial=found.best_trial,
+                gradcam=found.gradcam,
                 notes=notes,
                 comparisons=comparisons,
                 confirm_seeds=config.confirm,
+                figures=_written_figures(stage),
             )
         )
         write_bytes(stage / "summary.md", summary.encode())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from cars.cluster.resources import TrialResources
 from cars.cluster.sweep import create_base_config, prepare_shared_features, run_sweep
 from cars.cluster.trial import trial_train_config
 from cars.cluster.worker import prepare_features
+from cars.config import RANDOM_INIT
 from cars.learn.checkpoint import load_checkpoint
 from cars.learn.model import build_model
 from cars.report import write_report
@@ -223,10 +225,31 @@ def test_report_tables_match_the_sweep(
     assert results.get_best_result().metrics["trial_id"] == best
 
     cams = pd.read_parquet(report / "gradcam" / "gradcam.parquet")
-    assert len(cams) == 2 * 4  # two models x the smoke preset's 4 images
-    assert set(cams["trial_id"]) == set(regimes["trial_id"])
+    assert len(cams) == 3 * 4  # two regimes and the untrained baseline x the smoke's 4 images
+    assert set(cams["trial_id"].dropna()) == set(regimes["trial_id"])
     assert cams.groupby("model")["test_index"].apply(tuple).nunique() == 1
     assert cams["box_area_share"].between(0, 1).all()
+    baseline = cams[cams["baseline"]]
+    assert len(baseline) == 4 and set(baseline["model"]) == {RANDOM_INIT}
+    assert (
+        baseline["trial_id"].isna().all()
+        and not cams.loc[~cams["baseline"], "trial_id"].isna().any()
+    )
+    comparisons = pd.read_parquet(report / "comparisons.parquet")
+    against = comparisons[(comparisons["measure"] == "energy_ratio")]
+    against = against[(against["model_a"] == RANDOM_INIT) | (against["model_b"] == RANDOM_INIT)]
+    assert len(against) == 2  # each regime against the untrained network
+
+
+def test_summary_embeds_its_figures_and_every_one_exists(report: Path) -> None:
+    text = (report / "summary.md").read_text()
+    embedded = re.findall(r"^!\[[^\]]+\]\(([^)]+)\)$", text, flags=re.MULTILINE)
+    assert embedded == ["curves.png", "gradcam/regimes.png", "gradcam/measures.png"]
+    linked = re.findall(r"\]\((gradcam/[^)]+\.png)\)", text)
+    assert f"gradcam/{RANDOM_INIT}.png" in linked
+    for path in {*embedded, *linked}:
+        assert (report / path).is_file(), path
+    assert "than the untrained network's" in text or "untrained network's CAM is detectable" in text
 
 
 def test_report_figures_are_real_images(report: Path) -> None:

@@ -15,7 +15,6 @@ from cars.cluster.train import run_training
 from cars.config import METRIC, TrainConfig
 from cars.data import CarsDataset, create_transform_for
 from cars.learn.checkpoint import load_checkpoint
-from cars.learn.history import read_history
 from cars.learn.model import build_model
 from cars.learn.optim import WarmupCosine
 from cars.runs import read_run

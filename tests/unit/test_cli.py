@@ -90,8 +90,10 @@ def test_sweep_and_report_paths_resolve_against_the_project(elsewhere: Path) -> 
     assert str(elsewhere) not in sweep.storage + sweep.reports + report.sweep
 
 
-def test_report_takes_its_gradcam_image_count() -> None:
+def test_report_takes_its_gradcam_image_counts() -> None:
     assert parse_report_args(["--sweep", "/s", "--gradcam-images", "3"]).gradcam_images == 3
+    job = parse_report_args(["--sweep", "/s", "--gradcam-measured", "30"])
+    assert (job.gradcam_images, job.gradcam_measured) == (None, 30)
 
 
 # --- weights -------------------------------------------------------------------------
@@ -204,6 +206,8 @@ def test_sweep_options_override_the_preset() -> None:
             "1",
             "--gradcam-images",
             "2",
+            "--gradcam-measured",
+            "20",
             "--precise-bn-samples",
             "64",
             "--no-report",
@@ -220,6 +224,7 @@ def test_sweep_options_override_the_preset() -> None:
     assert (sweep.epochs, sweep.batch_size, sweep.image_size) == (5, 8, 96)
     assert sweep.bbox_crop
     assert (sweep.grace_period, sweep.seed, sweep.gradcam_images) == (2, 7, 2)
+    assert sweep.gradcam_measured == 20
     assert sweep.use_gpu is False
     assert sweep.num_workers == 1
     assert sweep.precise_bn_samples == 64

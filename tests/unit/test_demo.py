@@ -5,12 +5,18 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cars.config import ConfigError
 from cars.data import read_dataset_info
 from cars.data.synthetic_classes import ATTRIBUTES, design_classes
 from cars.demo import prepare_demo_data, pretrain_config
+from cars.learn.gradcam import box_area_share, center_hit, compute_cams
+from cars.report.cam_models import build_random_model
+from cars.report.cam_view import choose_cam_view
+from cars.report.cams import pointing_tolerance
+from cars.report.scoring import create_eval_dataset
 from cars.sweep_config import PRESETS, DemoSpec, create_sweep_config
 
 SPEC = DemoSpec(
@@ -87,3 +93,41 @@ def test_the_source_run_follows_the_demo_spec_on_the_whole_cluster() -> None:
 def test_a_bad_pretraining_setting_is_named(field: str, value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         replace(SPEC, **{field: value})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("photo_widths", (300, 200), r"photo_widths=\(300, 200\) is not valid"),
+        ("photo_widths", (16, 200), r"photo_widths=\(16, 200\) is not valid"),
+        ("car_length_share", (0.5, 1.2), r"car_length_share=\(0.5, 1.2\) is not valid"),
+    ],
+)
+def test_a_bad_photo_setting_is_named(field: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        replace(SPEC, **{field: value})
+
+
+def test_the_demos_photos_leave_its_gradcams_room(tmp_path: Path) -> None:
+    """The report explains the demo's test photos whole: on average the box covers at most
+    half of them, pointing at the centre hits at most 70 %, and act4 is at least 4 x 4."""
+    sweep = create_sweep_config("demo", "s")
+    spec = sweep.demo
+    assert spec is not None
+    target, _ = prepare_demo_data(
+        replace(spec, num_classes=4, test_per_class=40, source_classes=2), 0, root=tmp_path
+    )
+    generator = read_dataset_info(target).generator
+    assert generator is not None
+    assert generator["widths"] == list(spec.photo_widths or ())
+    assert generator["car_length_share"] == list(spec.car_length_share or ())
+    config = sweep.create_train_config(target, "frozen", 1e-3, "none")
+    view = choose_cam_view(config, create_eval_dataset(config))
+    dataset = view.create_dataset(target)
+    size, tolerance = view.image_size, pointing_tolerance(view.image_size)
+    boxes = [view.input_box(dataset, i) for i in range(len(dataset))]
+    assert len(boxes) == 160
+    assert np.mean([box_area_share((size, size), b) for b in boxes]) <= 0.5
+    assert np.mean([center_hit((size, size), b, tolerance) for b in boxes]) <= 0.7
+    model = build_random_model(2, 0)
+    assert min(compute_cams(model, dataset[0][0][None]).map_size) >= 4

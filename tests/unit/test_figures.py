@@ -11,6 +11,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
+from cars.config import RANDOM_INIT
 from cars.figures import (
     REGIME_COLORS,
     plot_cam_measures,
@@ -21,8 +22,10 @@ from cars.figures import (
     shorten_name,
 )
 from cars.figures.curves import _best_trials
-from cars.figures.style import WRONG_COLOR
+from cars.figures.measures import summarise_cam_measures
+from cars.figures.style import BASELINE_COLOR, WRONG_COLOR
 from cars.report.results import best_epoch, rank_trials
+from cars.stats import mean_interval, proportion_interval
 
 matplotlib.use("Agg")
 
@@ -343,3 +346,43 @@ def test_cam_measures_with_nan_energies(tmp_path: Path) -> None:
 def test_cam_measures_reject_missing_columns(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lacks columns"):
         plot_cam_measures(_measures(3), tmp_path / "x.png")
+
+
+def test_cam_measures_show_each_regime_beside_the_untrained_network_and_chance(
+    tmp_path: Path,
+) -> None:
+    frames = [
+        _measures(6).assign(model=model, regime=regime, center_hit=[True, False, False] * 2)
+        for model, regime in [("frozen best", "frozen"), (RANDOM_INIT, RANDOM_INIT)]
+    ]
+    measures = pd.concat(frames, ignore_index=True)
+    pixels = _read_png(plot_cam_measures(measures, tmp_path / "measures.png"))
+    assert _pixels_of(pixels, REGIME_COLORS["frozen"]) > 500
+    assert _pixels_of(pixels, BASELINE_COLOR) > 500, "no bar for the untrained network"
+    energy, pointing, skipped = summarise_cam_measures(measures)
+    assert list(energy["label"]) == ["frozen best", RANDOM_INIT, "uniform map"]
+    assert list(pointing["label"]) == ["frozen best", RANDOM_INIT, "image centre"]
+    uniform = mean_interval(frames[0]["box_area_share"].to_numpy())
+    assert energy["value"].iloc[-1] == pytest.approx(uniform.value)
+    below, above = energy["error"].iloc[-1]
+    assert (below, above) == pytest.approx(
+        (uniform.value - uniform.low, uniform.high - uniform.value)
+    )
+    centre = proportion_interval(np.array([True, False, False] * 2))
+    assert pointing["value"].iloc[-1] == pytest.approx(1 / 3)
+    assert pointing["error"].iloc[-1] == pytest.approx((1 / 3 - centre.low, centre.high - 1 / 3))
+    assert skipped == 2  # each model's all-zero CAM
+
+
+def test_regime_comparison_draws_the_untrained_network_as_its_own_grey_column(
+    tmp_path: Path,
+) -> None:
+    images, boxes, cams = _scene(1)
+    regimes, cams_by_model, preds = _models(1, cams)
+    regimes[RANDOM_INIT] = RANDOM_INIT
+    cams_by_model[RANDOM_INIT] = np.full_like(cams, 0.5)
+    preds[RANDOM_INIT] = ([NAMES[0]], [0.2])
+    path = plot_regime_comparison(
+        images, boxes, NAMES[1:2], cams_by_model, preds, tmp_path / "c.png", model_regimes=regimes
+    )
+    assert _pixels_of(_read_png(path), BASELINE_COLOR) > 200

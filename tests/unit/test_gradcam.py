@@ -253,6 +253,17 @@ def test_default_targets_are_the_predictions() -> None:
     assert result.confidences[0] == pytest.approx(expected.max(), rel=1e-5)
 
 
+def test_a_none_target_explains_that_images_prediction() -> None:
+    probe = RegionProbe()
+    x = _probe_input().repeat(2, 1, 1, 1)
+    x[1, 1, 20:32, 0:16] = 9.0  # image 1's strongest evidence is class 1's
+    mixed = compute_cams(probe, x, targets=[2, None])
+    assert mixed.predictions.tolist() == [0, 1]
+    assert mixed.targets.tolist() == [2, 1]
+    np.testing.assert_allclose(mixed.cams[1], compute_cams(probe, x[1:]).cams[0], atol=1e-6)
+    assert energy_inside_box(mixed.cams[1], BOTTOM_LEFT) > 0.8
+
+
 def test_leaves_the_model_as_it_was() -> None:
     probe = RegionProbe()
     probe.train()
@@ -364,3 +375,17 @@ def test_real_xception_frozen_backbone_is_deterministic(xception: nn.Module) -> 
     assert not model.act4._forward_hooks and not model.act4._backward_hooks
     # The CAM's forward ran in eval mode: BatchNorm statistics are untouched.
     assert torch.equal(model.bn4.running_mean, running_mean)
+
+
+def test_the_backward_pass_stops_at_act4_and_the_map_size_is_kept(xception: nn.Module) -> None:
+    model = copy.deepcopy(xception)
+    reached = []
+    model.conv1.register_full_backward_hook(lambda *_: reached.append("conv1"))
+    model.block12.register_full_backward_hook(lambda *_: reached.append("block12"))
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 128, 96)
+    result = compute_cams(model, x, targets=[0, 1])
+    # Grad-CAM needs the score's gradient at act4 only: nothing before it is differentiated.
+    assert reached == []
+    assert result.map_size == (4, 3)  # (height, width)
+    assert result.cams.shape == (2, 128, 96) and result.cams.max() > 0.99

@@ -13,6 +13,10 @@ import scipy.stats
 from test_report_parts import _info, _inputs, _section, _trial, _trials
 
 from cars.cluster.confirm import CONFIRMS, WinnerValue, draw_confirm_seeds, select_winners
+from cars.config import RANDOM_INIT
+from cars.learn.gradcam import measure_cams
+from cars.report.cam_view import PHOTOS
+from cars.report.cams import pointing_tolerance
 from cars.report.comparisons import (
     ComparedRegime,
     compare_accuracies,
@@ -337,3 +341,96 @@ def test_summary_of_an_empty_test_split_says_why_nothing_is_compared() -> None:
     section = _section(text, "Paired comparisons between regimes")
     assert "The test split has no labelled image: no test outcomes to compare." in section
     assert "| n/a |" in _section(text, "Each regime's best trial")
+
+
+# --- Grad-CAM against the untrained network --------------------------------------------
+
+
+def _cam_rows(model: str, regime: str, cams: np.ndarray, boxes: np.ndarray) -> pd.DataFrame:
+    """``gradcam.parquet`` rows of ``cams`` measured against ``boxes``, as the report writes."""
+    measures = measure_cams(cams, boxes, tolerance=pointing_tolerance(96))
+    return measures.assign(
+        model=model,
+        regime=regime,
+        baseline=regime == RANDOM_INIT,
+        test_index=np.arange(len(cams)),
+        drawn=np.arange(len(cams)) < 4,
+        box_known=True,
+        correct=True,
+        tolerance_px=pointing_tolerance(96),
+        view=PHOTOS,
+        input_size=96,
+        map_height=3,
+        map_width=3,
+    )
+
+
+def _constructed_cams() -> pd.DataFrame:
+    """finetune's CAM inside each box, frozen's on the background, scratch's and the
+    untrained network's spread over the whole image."""
+    rng = np.random.default_rng(7)
+    count, size = 12, 96
+    rows, cols = np.mgrid[:size, :size]
+    boxes = np.empty((count, 4))
+    inside, outside = np.empty((2, count, size, size))
+    for i in range(count):
+        x1, y1 = rng.integers(4, 50, 2)
+        boxes[i] = (x1, y1, x1 + rng.integers(24, 40), y1 + rng.integers(18, 30))
+        cx, cy = (boxes[i, 0] + boxes[i, 2]) / 2, (boxes[i, 1] + boxes[i, 3]) / 2
+        inside[i] = np.exp(-((cols - cx) ** 2 + (rows - cy) ** 2) / (2 * 5.0**2))
+        far = (cx + 48) % size, (cy + 48) % size
+        outside[i] = np.exp(-((cols - far[0]) ** 2 + (rows - far[1]) ** 2) / (2 * 5.0**2))
+
+    def spread() -> np.ndarray:
+        return 0.5 + 0.5 * rng.uniform(size=(count, size, size))
+
+    return pd.concat(
+        [
+            _cam_rows("scratch-s1", "scratch", spread(), boxes),
+            _cam_rows("frozen-f1", "frozen", outside, boxes),
+            _cam_rows("finetune-t1", "finetune", inside, boxes),
+            _cam_rows(RANDOM_INIT, RANDOM_INIT, spread(), boxes),
+        ],
+        ignore_index=True,
+    )
+
+
+def test_summary_says_which_regimes_cam_concentrates_on_the_car_more_than_random() -> None:
+    gradcam = _constructed_cams()
+    comparisons = compare_cam_ratios(gradcam)
+    inputs = _scored_inputs(gradcam=gradcam, comparisons=comparisons)
+    section = _section(render_summary(inputs), "Grad-CAM")
+    verdicts = {
+        line.split("`")[1]: line for line in section.splitlines() if line.startswith("- **")
+    }
+    assert set(verdicts) == {"scratch-s1", "frozen-f1", "finetune-t1"}
+    assert (
+        "its CAM concentrates on the car more than the untrained network's does"
+        in verdicts["finetune-t1"]
+    )
+    assert "less than the untrained network's" in verdicts["frozen-f1"]
+    assert "no difference from the untrained network's CAM is detectable" in verdicts["scratch-s1"]
+    assert verdicts["finetune-t1"].startswith("- **finetune** (`finetune-t1`): ")
+    assert "on 12 images" in verdicts["finetune-t1"]
+    # The regimes' own pairs are listed apart from the comparisons with the baseline.
+    pairs = section.split("Energy-in-box ratios of the regimes compared", 1)[1]
+    assert "finetune has a higher ratio than frozen" in pairs
+    assert RANDOM_INIT not in pairs.split("\n\n")[1]
+    table = [line for line in section.splitlines() if line.startswith(f"| {RANDOM_INIT} |")]
+    assert len(table) == 1 and "| 12 |" in table[0]
+    assert "whole test photos, at 96 px" in section and "a 3 × 3 map" in section
+    assert "Measured on all 12 test images (the 4 drawn and 8 more at random)." in section
+
+
+def test_cam_ratio_pairs_are_ordered_by_the_images_both_have_a_ratio_for() -> None:
+    # finetune has the higher mean over its own images, frozen over the two they share.
+    ratios = {"finetune-t1": [6.0, 1.0, 1.2], "frozen-f1": [np.nan, 2.0, 2.4]}
+    rows = [
+        {"model": m, "regime": m.split("-")[0], "test_index": i, "energy_ratio": r}
+        for m, values in ratios.items()
+        for i, r in enumerate(values)
+    ]
+    row = compare_cam_ratios(pd.DataFrame(rows)).iloc[0]
+    assert (row["regime_a"], row["images"]) == ("frozen", 2)
+    assert row["difference"] == pytest.approx(1.1)
+    assert describe_comparison(row).startswith("frozen has a higher ratio than finetune by 1.10")

@@ -32,6 +32,7 @@ from cars.data import (
 )
 from cars.learn.checkpoint import save_checkpoint
 from cars.learn.model import build_model, head_parameters
+from cars.report.cam_view import CamView
 from cars.report.cams import CamModel, select_images, write_gradcam
 from cars.report.gaps import describe_boxes, describe_data_gaps
 from cars.report.results import SweepResults, _trial_row, read_train_run
@@ -193,7 +194,7 @@ def test_gradcam_on_unknown_boxes_draws_them_without_measuring(
         _cam_models(checkpoint),
         dataset,
         indices=np.arange(4),
-        config=config,
+        view=CamView.of_inputs(config),
         class_names=CLASSES,
         out=tmp_path,
     )
@@ -217,7 +218,7 @@ def test_gradcam_measures_only_the_images_whose_box_is_known(
         _cam_models(checkpoint),
         dataset,
         indices=np.arange(4),
-        config=config,
+        view=CamView.of_inputs(config),
         class_names=CLASSES,
         out=tmp_path,
     )

@@ -5,6 +5,7 @@ probabilities, choosing Grad-CAM images, ``summary.md``'s text and the weights' 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from cars.learn.checkpoint import save_checkpoint
 from cars.learn.gradcam import POINTING_TOLERANCE
 from cars.learn.history import write_history
 from cars.learn.model import build_model, head_parameters
+from cars.report.cam_view import INPUTS
 from cars.report.cams import pointing_tolerance, select_images
 from cars.report.results import (
     EPOCH_COLUMNS,
@@ -350,6 +352,7 @@ def _inputs(
     info: DatasetInfo | None = None,
     gradcam: pd.DataFrame | None = None,
     notes: tuple[str, ...] = (),
+    figures: tuple[str, ...] = (),
 ) -> SummaryInputs:
     results = results or _results()
     regimes = select_regime_bests(results.trials).assign(
@@ -363,6 +366,7 @@ def _inputs(
         best_trial="t1",
         gradcam=gradcam,
         notes=notes,
+        figures=figures,
     )
 
 
@@ -450,18 +454,24 @@ def _gradcam() -> pd.DataFrame:
         ("finetune-t1", "finetune", (0.6, 0.8), (True, True)),
         ("frozen-f1", "frozen", (0.2, 0.4), (False, True)),
     ):
-        for energy, hit in zip(energies, hits, strict=True):
+        for index, (energy, hit) in enumerate(zip(energies, hits, strict=True)):
             rows.append(
                 {
                     "model": model,
                     "regime": regime,
+                    "test_index": index,
                     "energy_inside": energy,
                     "box_area_share": 0.25,
                     "energy_ratio": energy / 0.25,
                     "pointing_hit": hit,
                     "center_hit": False,
+                    "box_known": True,
                     "correct": hit,
                     "tolerance_px": pointing_tolerance(64),
+                    "view": INPUTS,
+                    "input_size": 64,
+                    "map_height": 2,
+                    "map_width": 2,
                 }
             )
     return pd.DataFrame(rows)
@@ -470,17 +480,23 @@ def _gradcam() -> pd.DataFrame:
 def test_summary_has_the_gradcam_means_table() -> None:
     text = render_summary(_inputs(gradcam=_gradcam()))
     section = _section(text, "Grad-CAM")
-    assert "| model | regime | images | energy in box |" in section
+    assert "| model | regime | images | all-zero CAMs | energy in box |" in section
     # Two images: the t interval (1 degree of freedom) is wide and cut to the measure's
     # range; 2 of 2 pointing hits have Wilson's lower bound 2 / (2 + 1.96^2) = 34.2%.
     assert (
-        "| finetune-t1 | finetune | 2 | 70.0% [0.0-100.0] | 25.0% | 2.80 [0.00-7.88] "
+        "| finetune-t1 | finetune | 2 | 0 | 70.0% [0.0-100.0] | 25.0% | 2.80 [0.00-7.88] "
         "| 100.0% [34.2-100.0] | 0.0% | 100.0% |"
     ) in section
     assert (
-        "| frozen-f1 | frozen | 2 | 30.0% [0.0-100.0] | 25.0% | 1.20 [0.00-6.28] "
+        "| frozen-f1 | frozen | 2 | 0 | 30.0% [0.0-100.0] | 25.0% | 1.20 [0.00-6.28] "
         "| 50.0% [9.5-90.5] | 0.0% | 50.0% |"
     ) in section
+    # An all-zero CAM has no energy share: the means rest on the other image, and it says so.
+    blank = _gradcam()
+    blank.loc[0, ["energy_inside", "energy_ratio"]] = np.nan
+    blank.loc[0, "pointing_hit"] = False
+    row = "| finetune-t1 | finetune | 2 | 1 | 80.0% | 25.0% | 3.20 | 50.0% [9.5-90.5] |"
+    assert row in _section(render_summary(_inputs(gradcam=blank)), "Grad-CAM")
     assert "Student's t" in section and "Wilson" in section
     assert f"{pointing_tolerance(64):.1f} px tolerance" in section
     assert "No Grad-CAM" not in section
@@ -493,6 +509,28 @@ def test_summary_says_when_the_boxes_leave_the_gradcam_measures_no_room() -> Non
     assert "The boxes cover 90.0% of the inputs on average (they fill the frame" in section
     assert "energy ratio much above 1.11" in section
     assert "pointing at the centre already hits 100.0%" in section
+
+
+def _embedded(text: str) -> list[str]:
+    return re.findall(r"^!\[[^\]]+\]\(([^)]+)\)$", text, flags=re.MULTILINE)
+
+
+def test_summary_embeds_the_figures_the_report_wrote_beside_their_text() -> None:
+    figures = ("curves.png", "gradcam/finetune-t1.png", "gradcam/measures.png")
+    text = render_summary(_inputs(gradcam=_gradcam(), figures=(*figures, "gradcam/regimes.png")))
+    assert _embedded(text) == ["curves.png", "gradcam/regimes.png", "gradcam/measures.png"]
+    assert _embedded(_section(text, "Learning curves")) == ["curves.png"]
+    gradcam = _section(text, "Grad-CAM")
+    assert _embedded(gradcam) == ["gradcam/regimes.png", "gradcam/measures.png"]
+    # The table the measures chart draws comes first, then the chart.
+    assert gradcam.index("| finetune-t1 |") < gradcam.index("(gradcam/measures.png)")
+    assert "[finetune-t1](gradcam/finetune-t1.png)" in gradcam
+    assert "gradcam/frozen-f1.png" not in gradcam  # not written, so not linked
+    # A figure the report did not write is neither embedded nor promised.
+    bare = render_summary(_inputs(gradcam=_gradcam(), figures=figures[1:]))
+    assert _embedded(bare) == ["gradcam/measures.png"]
+    assert "curves.png" not in bare
+    assert "No learning curves" in _section(bare, "Learning curves")
 
 
 def test_summary_without_gradcam_says_so() -> None:

@@ -40,6 +40,7 @@ def test_overrides_replace_preset_values_and_none_keeps_them() -> None:
         ({"preset": "huge"}, "preset="),
         ({"epochs": 0}, "epochs="),
         ({"confirm": -1}, "confirm="),
+        ({"gradcam_measured": 0}, "gradcam_measured="),
     ],
 )
 def test_bad_sweep_values_are_refused(changes: dict, message: str) -> None:

@@ -215,3 +215,32 @@ def test_bad_arguments_and_a_non_empty_folder_are_refused(tmp_path: Path) -> Non
         )
     assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]  # nothing half-written
+
+
+def test_car_length_share_sets_how_much_of_the_photo_the_car_spans() -> None:
+    design = design_classes(1, seed=0)[0]
+    for share in ((0.35, 0.55), (0.55, 0.9)):
+        for i in range(12):
+            rng = np.random.default_rng(i)
+            photo, (x1, _, x2, _) = draw_photo(
+                design, rng, 240, 180, usual_colour_share=0.0, car_length_share=share
+            )
+            # A car too tall for the photo at that length is drawn shorter, never longer.
+            assert (x2 - x1) / photo.width <= share[1] + 0.01, (share, i)
+    close = [draw_photo(design, np.random.default_rng(i), 240, 180)[1] for i in range(12)]
+    wide = [
+        draw_photo(design, np.random.default_rng(i), 240, 180, car_length_share=(0.35, 0.55))[1]
+        for i in range(12)
+    ]
+    assert np.mean([b[2] - b[0] for b in wide]) < 0.8 * np.mean([b[2] - b[0] for b in close])
+
+
+def test_a_bad_car_length_share_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"car_length_share=\(0\.6, 0\.4\) is not valid"):
+        write_synthetic_cars(
+            tmp_path / "a",
+            num_classes=2,
+            train_per_class=1,
+            test_per_class=1,
+            car_length_share=(0.6, 0.4),
+        )
