@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cars.config import RANDOM_INIT, TrainConfig
-from cars.data import prepare_synthetic, read_dataset_info
+from cars.data import SyntheticCars, prepare_synthetic, read_dataset_info
 from cars.learn.checkpoint import save_checkpoint
 from cars.learn.model import build_model
 from cars.report.cam_models import build_random_model, load_cam_models
@@ -29,8 +29,7 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small target set drawn as the demo draws its photos: cars with room around them."""
     spec = PRESETS["demo"]["demo"]
     out = tmp_path_factory.mktemp("scenes") / "set"
-    prepare_synthetic(
-        out,
+    cars = SyntheticCars(
         num_classes=3,
         train_per_class=2,
         test_per_class=4,
@@ -38,9 +37,8 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
         widths=spec.photo_widths,
         car_length_share=spec.car_length_share,
         usual_colour_share=0.0,
-        val_fraction=0.0,
-        progress=False,
     )
+    prepare_synthetic(out, cars, val_fraction=0.0, progress=False)
     return out
 
 

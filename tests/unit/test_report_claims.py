@@ -395,9 +395,15 @@ def _constructed_cams() -> pd.DataFrame:
     )
 
 
+def _regimes_of(gradcam: pd.DataFrame) -> list[ComparedRegime]:
+    """The regimes whose models ``gradcam`` explains (the baseline joins them by itself)."""
+    models = gradcam[gradcam["model"] != RANDOM_INIT].drop_duplicates("model")
+    return [ComparedRegime(row.regime, row.model) for row in models.itertuples()]
+
+
 def test_summary_says_which_regimes_cam_concentrates_on_the_car_more_than_random() -> None:
     gradcam = _constructed_cams()
-    comparisons = compare_cam_ratios(gradcam)
+    comparisons = compare_cam_ratios(gradcam, _regimes_of(gradcam))
     inputs = _scored_inputs(gradcam=gradcam, comparisons=comparisons)
     section = _section(render_summary(inputs), "Grad-CAM")
     verdicts = {
@@ -430,7 +436,8 @@ def test_cam_ratio_pairs_are_ordered_by_the_images_both_have_a_ratio_for() -> No
         for m, values in ratios.items()
         for i, r in enumerate(values)
     ]
-    row = compare_cam_ratios(pd.DataFrame(rows)).iloc[0]
+    gradcam = pd.DataFrame(rows)
+    row = compare_cam_ratios(gradcam, _regimes_of(gradcam)).iloc[0]
     assert (row["regime_a"], row["images"]) == ("frozen", 2)
     assert row["difference"] == pytest.approx(1.1)
     assert describe_comparison(row).startswith("frozen has a higher ratio than finetune by 1.10")

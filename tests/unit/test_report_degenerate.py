@@ -21,7 +21,7 @@ from copy_files import write_class_folders
 from stanford_files import record, write_devkit
 
 from cars.cli import ReportError, exit_on_user_error
-from cars.config import TrainConfig
+from cars.config import RANDOM_INIT, TrainConfig
 from cars.data import (
     CarsDataset,
     DatasetInfo,
@@ -247,7 +247,7 @@ def test_a_set_without_boxes_says_the_gradcam_measures_cannot_be_computed(
         _cam_models(checkpoint),
         dataset,
         indices=np.arange(4),
-        config=_config(sets["no_boxes"]),
+        view=CamView.of_inputs(_config(sets["no_boxes"])),
         class_names=CLASSES,
         out=tmp_path,
     )
@@ -545,7 +545,7 @@ def test_the_report_of_a_set_with_unlabelled_test_images(
     # Grad-CAM needs no label: every model is drawn and measured on the same images.
     gradcam = pd.read_parquet(folder / "gradcam" / "gradcam.parquet")
     assert gradcam.groupby("regime")["test_index"].apply(tuple).nunique() == 1
-    assert set(gradcam["regime"]) == set(regimes)
+    assert set(gradcam["regime"]) == {*regimes, RANDOM_INIT}
     pairs = _pairs(regimes)
     accuracy = comparisons[comparisons["measure"] == "test_acc"]
     assert len(accuracy) == len(pairs)
@@ -553,8 +553,9 @@ def test_the_report_of_a_set_with_unlabelled_test_images(
     assert accuracy[["difference", "p_value", "only_a", "only_b"]].isna().all(axis=None)
     # The CAM ratios are compared on the images drawn, where both models have one (a
     # random network's CAM can be all zero: no ratio, and the row says so).
+    # Each pair of regimes, and each regime against the untrained baseline.
     ratios = comparisons[comparisons["measure"] == "energy_ratio"]
-    assert len(ratios) == len(pairs)
+    assert len(ratios) == len(pairs) + len(regimes)
     compared = ratios["not_compared"].isna()
     assert compared.sum() >= min(1, len(pairs))
     assert ratios.loc[compared, "images"].eq(4).all()
@@ -568,7 +569,12 @@ def test_the_report_of_a_set_with_unlabelled_test_images(
         assert len(bullets) == len(pairs)
         assert all(b.endswith("not compared, no test image has a known label.") for b in bullets)
         grad_cam = summary.split("## Grad-CAM\n", 1)[1]
-        assert grad_cam.count("(Grad-CAM energy-in-box ratio)") + grad_cam.count(
+        against_random = grad_cam.split("Energy-in-box ratios of the regimes compared", 1)
+        assert against_random[0].count(f"with `{RANDOM_INIT}`") + against_random[0].count(
+            "untrained network's"
+        ) == len(regimes)
+        between = against_random[1].split("\n\n")[1]
+        assert between.count("(Grad-CAM energy-in-box ratio)") + between.count(
             "has a higher ratio than"
         ) == len(pairs)
 
@@ -623,7 +629,7 @@ def test_the_report_of_a_sweep_where_one_regime_has_no_checkpoint(
         .all()
     )
     ratios = comparisons[comparisons["measure"] == "energy_ratio"]
-    assert len(ratios) == 3 and ratios["p_value"].isna().all()
+    assert len(ratios) == 3 + 3 and ratios["p_value"].isna().all()  # and against the baseline
     assert "no image has an energy-in-box ratio for both" in " ".join(ratios["not_compared"])
     section = _comparison_section(summary)
     assert "McNemar's exact test" in section

@@ -237,10 +237,6 @@ def test_car_length_share_sets_how_much_of_the_photo_the_car_spans() -> None:
 
 def test_a_bad_car_length_share_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"car_length_share=\(0\.6, 0\.4\) is not valid"):
-        write_synthetic_cars(
-            tmp_path / "a",
-            num_classes=2,
-            train_per_class=1,
-            test_per_class=1,
-            car_length_share=(0.6, 0.4),
+        SyntheticCars(
+            num_classes=2, train_per_class=1, test_per_class=1, car_length_share=(0.6, 0.4)
         )
