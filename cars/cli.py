@@ -50,6 +50,8 @@ PRECISE_BN_HELP = (
     f"at most an epoch's (default {TRAIN_DEFAULTS['precise_bn_samples']}; "
     "0: keep the running averages)"
 )
+LR_SCALING_HELP = "another --batch-size scales them, linearly for SGD, by the square root for AdamW"
+COMPILE_HELP = "torch.compile the model (it trains uncompiled if compiling fails)"
 MAX_FAILURES_HELP = (
     "restarts of a crashed worker group from its last checkpoint, and in a sweep of a "
     f"trial lost with its node (default {TRAIN_DEFAULTS['max_failures']}; -1: forever)"
@@ -159,7 +161,7 @@ _TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "epochs": {},
     "batch_size": {"help": "global batch size"},
     "image_size": {},
-    "compile": {"help": "torch.compile the model"},
+    "compile": {"help": COMPILE_HELP},
     "precise_bn_samples": {"help": PRECISE_BN_HELP},
     "seed": {},
     "max_failures": {"help": MAX_FAILURES_HELP},
@@ -206,6 +208,11 @@ def create_train_parser() -> argparse.ArgumentParser:
     )
     for name, kwargs in _TRAIN_OPTIONS.items():
         _add_train_option(parser, name, **kwargs)
+    parser.add_argument(
+        "--lr-batch-size",
+        type=int,
+        help=f"the global batch size --lr is for (default: --batch-size); {LR_SCALING_HELP}",
+    )
     _add_feature_cache_option(parser)
     parser.add_argument(
         "--storage",
@@ -296,7 +303,14 @@ def create_sweep_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("each trial")
     run.add_argument("--epochs", type=int)
     run.add_argument("--batch-size", type=int, help="global batch size")
+    run.add_argument(
+        "--lr-batch-size",
+        type=int,
+        help="the global batch size the --lr-range values are for (default: the preset's: "
+        f"64 in full; --batch-size in demo and smoke); {LR_SCALING_HELP}",
+    )
     run.add_argument("--image-size", type=int)
+    run.add_argument("--compile", action="store_true", default=None, help=COMPILE_HELP)
     run.add_argument(
         "--bbox-crop",
         action=argparse.BooleanOptionalAction,

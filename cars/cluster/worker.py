@@ -34,6 +34,8 @@ from cars.data import (
 )
 from cars.data.normalize import InputNormalizer
 from cars.learn.checkpoint import save_checkpoint
+from cars.learn.compiled import compile_model
+from cars.learn.device import configure_device, loader_options, resolve_loader_workers
 from cars.learn.engine import evaluate, train_one_epoch, update_batchnorm_statistics
 from cars.learn.features import (
     FeatureCache,
@@ -44,25 +46,13 @@ from cars.learn.features import (
 from cars.learn.history import write_history
 from cars.learn.model import build_model, count_parameters
 from cars.learn.optim import create_loss, create_mixup
+from cars.learn.precision import amp_dtype_for
 from cars.learn.training_state import TrainingState, create_training_state
 
 # An empty val split (every class too small to hold an image out) has no score:
 # NaN, which Tune, ASHA and Train's checkpoint ranking treat as missing, and the
 # report shows as missing.
 NO_VAL: dict[str, float] = {"loss": math.nan, "acc": math.nan, "top5": math.nan, "images": 0}
-
-
-def resolve_loader_workers(config: TrainConfig) -> int:
-    """DataLoader worker processes per training worker.
-
-    On a GPU the decoding must keep up with the device, so every spare CPU of the
-    worker's reservation decodes; on a CPU the training itself needs the cores.
-    """
-    if config.loader_workers is not None:
-        return config.loader_workers
-    if config.use_gpu:
-        return max(2, int(config.cpus_per_worker) - 1)
-    return 0
 
 
 def create_datasets(config: TrainConfig) -> tuple[CarsDataset, CarsDataset]:
@@ -111,8 +101,7 @@ def create_train_loader(
 
 
 def _loader_options(config: TrainConfig, pin_memory: bool) -> dict[str, Any]:
-    workers = resolve_loader_workers(config)
-    return {"num_workers": workers, "pin_memory": pin_memory, "persistent_workers": workers > 0}
+    return loader_options(resolve_loader_workers(config), pin_memory)
 
 
 def _create_loaders(
@@ -193,7 +182,7 @@ class Worker:
     @property
     def amp_dtype(self) -> torch.dtype | None:
         """bf16 autocast on GPUs; full precision on CPUs."""
-        return torch.bfloat16 if self.on_cuda else None
+        return amp_dtype_for(self.device)
 
 
 @dataclass
@@ -255,8 +244,7 @@ def _set_up_worker(config: TrainConfig) -> Worker:
     worker = Worker(
         context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device()
     )
-    if not worker.on_cuda:
-        torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    configure_device(worker.device, config.cpus_per_worker)
     torch.manual_seed(config.seed)
     return worker
 
@@ -365,8 +353,7 @@ def prepare_features(loop_config: dict[str, Any]) -> str:
     """
     config = TrainConfig.from_dict(loop_config)
     worker = Worker(0, 1, torch.device("cuda" if config.use_gpu else "cpu"))
-    if not worker.on_cuda:
-        torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    configure_device(worker.device, config.cpus_per_worker)
     model = _build_model(config, read_dataset_info(config.data))
     model = model.to(worker.device, memory_format=torch.channels_last)
     train_set, val_set = create_datasets(config)
@@ -386,8 +373,7 @@ def _restore_state(
 
 def _prepare_trained(module: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
     """``module`` wrapped for DDP (and compiled if asked), after its optimizer was built."""
-    module = ray.train.torch.prepare_model(module)
-    return torch.compile(module) if config.compile else module
+    return compile_model(ray.train.torch.prepare_model(module), enabled=config.compile)
 
 
 def _run_epoch(run: WorkerRun, epoch: int) -> dict[str, Any]:

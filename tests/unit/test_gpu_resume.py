@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
+from devices import NEEDS_CUDA
 from torch.utils.data import DataLoader
 
 from cars.config import TrainConfig
@@ -22,7 +22,7 @@ from cars.learn.model import build_model
 from cars.learn.optim import create_loss
 from cars.learn.training_state import create_training_state
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+pytestmark = NEEDS_CUDA
 
 DEVICE = torch.device("cuda")
 
