@@ -24,6 +24,7 @@ from cars.data import SyntheticCars, write_synthetic_cars
 from cars.data.decoding import decode_input
 from cars.learn.checkpoint import save_best_weights
 from cars.learn.classifier import load_classifier
+from cars.learn.device import configure_device
 from cars.learn.model import build_model
 from cars.paths import resolve_path
 from cars.prediction.config import PredictConfig
@@ -33,18 +34,13 @@ from cars.prediction.job import run_prediction
 
 def plain_loop_rate(model: str, files: list[Path], batch_size: int, device: str) -> float:
     """Images per second of a single-process loop: decode, transform, classify in batches."""
-    classifier = load_classifier(model)
-    network = classifier.model.to(device)
+    classifier = load_classifier(model).to(configure_device(device))
     transform = classifier.create_transform()
-    normalizer = classifier.create_normalizer()
     start = time.perf_counter()
-    with torch.inference_mode():
-        for i in range(0, len(files), batch_size):
-            inputs = [
-                decode_input(path.read_bytes(), transform) for path in files[i : i + batch_size]
-            ]
-            probs = torch.softmax(network(normalizer(torch.stack(inputs), device)), dim=1)
-            probs.topk(min(5, probs.shape[1]), dim=1)[0].cpu()
+    for i in range(0, len(files), batch_size):
+        inputs = [decode_input(path.read_bytes(), transform) for path in files[i : i + batch_size]]
+        probs = classifier.predict_probabilities(torch.stack(inputs), device)
+        probs.topk(min(5, probs.shape[1]), dim=1)[0].cpu()
     return len(files) / (time.perf_counter() - start)
 
 

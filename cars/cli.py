@@ -55,6 +55,8 @@ GRADCAM_MEASURED_HELP = (
     "test images whose Grad-CAMs are measured against their boxes, the drawn ones among "
     "them (default: the preset's)"
 )
+LR_SCALING_HELP = "another --batch-size scales them, linearly for SGD, by the square root for AdamW"
+COMPILE_HELP = "torch.compile the model (it trains uncompiled if compiling fails)"
 MAX_FAILURES_HELP = (
     "restarts of a crashed worker group from its last checkpoint, and in a sweep of a "
     f"trial lost with its node (default {TRAIN_DEFAULTS['max_failures']}; -1: forever)"
@@ -164,7 +166,7 @@ _TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "epochs": {},
     "batch_size": {"help": "global batch size"},
     "image_size": {},
-    "compile": {"help": "torch.compile the model"},
+    "compile": {"help": COMPILE_HELP},
     "precise_bn_samples": {"help": PRECISE_BN_HELP},
     "seed": {},
     "max_failures": {"help": MAX_FAILURES_HELP},
@@ -211,6 +213,11 @@ def create_train_parser() -> argparse.ArgumentParser:
     )
     for name, kwargs in _TRAIN_OPTIONS.items():
         _add_train_option(parser, name, **kwargs)
+    parser.add_argument(
+        "--lr-batch-size",
+        type=int,
+        help=f"the global batch size --lr is for (default: --batch-size); {LR_SCALING_HELP}",
+    )
     _add_feature_cache_option(parser)
     parser.add_argument(
         "--storage",
@@ -317,7 +324,14 @@ def _add_trial_options(run: argparse._ArgumentGroup) -> None:
     """How each trial trains, stops early, recovers and is confirmed."""
     run.add_argument("--epochs", type=int)
     run.add_argument("--batch-size", type=int, help="global batch size")
+    run.add_argument(
+        "--lr-batch-size",
+        type=int,
+        help="the global batch size the --lr-range values are for (default: the preset's: "
+        f"64 in full; --batch-size in demo and smoke); {LR_SCALING_HELP}",
+    )
     run.add_argument("--image-size", type=int)
+    run.add_argument("--compile", action="store_true", default=None, help=COMPILE_HELP)
     run.add_argument(
         "--bbox-crop",
         action=argparse.BooleanOptionalAction,

@@ -122,6 +122,10 @@ class TrainConfig:
     inputs never change (augment ``none``, no mixup) trains its head on pooled
     features computed once (:mod:`cars.learn.features`), kept in ``feature_store``
     (a folder or URI shared by the runs that may reuse them; unset: in memory).
+    ``lr`` is the rate for global batches of ``lr_batch_size`` (unset: of
+    ``batch_size``); a run with another batch scales it as
+    :func:`cars.learn.optim.scale_lr` says. ``compile`` runs the model through
+    ``torch.compile`` (eagerly if compiling fails).
     """
 
     data: str
@@ -129,6 +133,7 @@ class TrainConfig:
     trainable_blocks: int | None = None
     weights: str | None = None
     lr: float = 1e-3
+    lr_batch_size: int | None = None
     backbone_lr_mult: float = 0.1
     weight_decay: float = 0.05
     optimizer: str = "adamw"
@@ -171,6 +176,12 @@ class TrainConfig:
             "regime 'scratch' trains from random weights; leave weights unset or 'none'",
         )
         _require(self.lr > 0, "lr", self.lr, "a positive learning rate")
+        _require(
+            self.lr_batch_size is None or self.lr_batch_size >= 1,
+            "lr_batch_size",
+            self.lr_batch_size,
+            "the global batch size lr was chosen for (at least 1), or unset: this run's",
+        )
         _require(
             0 < self.backbone_lr_mult <= 1,
             "backbone_lr_mult",

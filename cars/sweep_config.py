@@ -108,7 +108,10 @@ class SweepConfig:
     without augmentation train their head on backbone features computed once
     per sweep (:mod:`cars.learn.features`). The report draws the Grad-CAMs of
     ``gradcam_images`` test images and measures those of ``gradcam_measured``
-    (the drawn ones and others at random).
+    (the drawn ones and others at random). ``lr_ranges`` hold rates for global
+    batches of ``lr_batch_size`` (unset: of ``batch_size``); trials with another
+    batch scale the rate they draw (:func:`cars.learn.optim.scale_lr`), and the
+    report shows the drawn rate.
     """
 
     name: str
@@ -130,6 +133,7 @@ class SweepConfig:
     # Each trial's settings default as a single training run's do.
     epochs: int = _TRAIN["epochs"]
     batch_size: int = _TRAIN["batch_size"]
+    lr_batch_size: int | None = _TRAIN["lr_batch_size"]
     image_size: int = _TRAIN["image_size"]
     num_workers: int = _TRAIN["num_workers"]
     use_gpu: bool = _TRAIN["use_gpu"]
@@ -141,6 +145,7 @@ class SweepConfig:
     seed: int = _TRAIN["seed"]
     precise_bn_samples: int = _TRAIN["precise_bn_samples"]
     feature_cache: bool = _TRAIN["feature_cache"]
+    compile: bool = _TRAIN["compile"]
     grace_period: int = 3
     reduction_factor: float = 3.0
     max_concurrent_trials: int | None = None
@@ -347,7 +352,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "augments": AUGMENTS,
         "lr_ranges": {"scratch": (3e-4, 3e-3), "frozen": (1e-3, 3e-2), "finetune": (5e-5, 2e-3)},
         "epochs": 30,
-        "batch_size": 64,
+        # 128 images per GPU: at 32 or 64 an H200 runs Xception far below its rate
+        # (benchmarks/bench_gpu.py measures 64, 128 and 256). The ranges above were
+        # set for global batches of 64; trials scale the rate they draw to 256.
+        "batch_size": 256,
+        "lr_batch_size": 64,
         "image_size": 299,
         # Each trial trains data-parallel over two GPUs (README, cluster.yaml).
         "num_workers": 2,

@@ -41,6 +41,7 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from torch.utils.data import DataLoader
 
 from cars.config import TrainConfig
+from cars.learn.device import resolve_loader_workers
 from cars.learn.placement import Worker
 from cars.paths import is_uri
 from cars.runs import checkpoint_dir_name, persist_checkpoint, prune_checkpoints, read_run
@@ -106,19 +107,6 @@ def choose_device(use_gpu: bool, *, in_train_worker: bool) -> DeviceChoice:
     if not use_gpu:
         os.environ[VISIBLE_DEVICES_ENV] = ""
     return DeviceChoice(device, gpu_ids, visible)
-
-
-def resolve_loader_workers(config: TrainConfig) -> int:
-    """DataLoader worker processes per training worker.
-
-    On a GPU the decoding must keep up with the device, so every spare CPU of the
-    worker's reservation decodes; on a CPU the training itself needs the cores.
-    """
-    if config.loader_workers is not None:
-        return config.loader_workers
-    if config.use_gpu:
-        return max(2, int(config.cpus_per_worker) - 1)
-    return 0
 
 
 class TrainSession(abc.ABC):

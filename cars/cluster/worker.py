@@ -22,7 +22,7 @@ import torch
 from timm.utils import unwrap_model
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from cars.cluster.session import TrainSession, choose_device, resolve_loader_workers
+from cars.cluster.session import TrainSession, choose_device
 from cars.config import METRIC, TrainConfig, selection_scores
 from cars.data import (
     CarsDataset,
@@ -34,6 +34,8 @@ from cars.data import (
 )
 from cars.data.normalize import InputNormalizer
 from cars.learn.checkpoint import save_checkpoint
+from cars.learn.compiled import compile_model
+from cars.learn.device import configure_device, loader_options, resolve_loader_workers
 from cars.learn.engine import evaluate, train_one_epoch, update_batchnorm_statistics
 from cars.learn.features import (
     FeatureCache,
@@ -96,12 +98,7 @@ def create_train_loader(train_set: Dataset, config: TrainConfig, worker: Worker)
 
 
 def _loader_options(worker: Worker) -> dict[str, Any]:
-    workers = worker.loader_workers
-    return {
-        "num_workers": workers,
-        "pin_memory": worker.pin_memory,
-        "persistent_workers": workers > 0,
-    }
+    return loader_options(worker.loader_workers, worker.pin_memory)
 
 
 def _create_loaders(
@@ -177,8 +174,7 @@ def run_worker(loop_config: dict[str, Any], session: TrainSession) -> None:
     """
     config = TrainConfig.from_dict(loop_config)
     worker = session.worker
-    if not worker.on_cuda:
-        torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    configure_device(worker.device, config.cpus_per_worker)
     torch.manual_seed(config.seed)
     run = _create_run(config, session)
     for epoch in range(run.state.start_epoch, config.epochs + 1):
@@ -211,7 +207,7 @@ def _create_run(config: TrainConfig, session: TrainSession) -> WorkerRun:
         worker=worker,
         info=info,
         model=model,
-        trained=torch.compile(trained) if config.compile else trained,
+        trained=compile_model(trained, enabled=config.compile),
         train_loader=session.prepare_train_loader(train_loader),
         val_loader=val_loader,
         state=state,
@@ -283,8 +279,7 @@ def prepare_features(loop_config: dict[str, Any]) -> str:
     config = TrainConfig.from_dict(loop_config)
     device = choose_device(config.use_gpu, in_train_worker=False).device
     worker = Worker.on(device, loader_workers=resolve_loader_workers(config))
-    if not worker.on_cuda:
-        torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    configure_device(worker.device, config.cpus_per_worker)
     model = _build_model(config, read_dataset_info(config.data))
     model = model.to(worker.device, memory_format=torch.channels_last)
     train_set, val_set = create_datasets(config)

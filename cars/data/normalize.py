@@ -11,6 +11,7 @@ Grad-CAM, scoring, prediction, the benchmarks) goes through it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,9 +45,9 @@ def normalize_on_device(
             f"images must be uint8 pixels (or already normalised floats), got {images.dtype}"
         )
     pixels = images.to(device, non_blocking=True)
-    shape = (-1, 1, 1)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=pixels.device).view(shape)
-    std_t = torch.tensor(std, dtype=torch.float32, device=pixels.device).view(shape)
+    mean_t, std_t = _channel_statistics(
+        tuple(float(v) for v in mean), tuple(float(v) for v in std), pixels.device
+    )
     # The same operations in the same order as torchvision's ToTensor + Normalize,
     # so the result equals the former CPU path's bit for bit.
     out = pixels.float().div_(255).sub_(mean_t).div_(std_t)
@@ -55,6 +56,24 @@ def normalize_on_device(
     if erasing is not None:
         out = erasing(out)
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_statistics(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean`` and ``std`` as C x 1 x 1 float32 tensors on ``device``, made once per device.
+
+    Copying them from the host at every batch would make the host wait for the
+    device at every step (a copy from pageable memory is synchronous).
+    """
+    # Ordinary tensors even when first asked for under inference_mode: training uses them too.
+    with torch.inference_mode(False), torch.no_grad():
+        shape = (-1, 1, 1)
+        return (
+            torch.tensor(mean, dtype=torch.float32, device=device).view(shape),
+            torch.tensor(std, dtype=torch.float32, device=device).view(shape),
+        )
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,14 @@ own mean and std unless a ``normalizer`` says otherwise. Under ``torch.distribut
 (as Ray Train sets it up) the sums behind the metrics, and the recomputed
 BatchNorm statistics, are all-reduced, so every rank returns the numbers of the
 whole data set and holds the same model.
+
+No step waits for the device: the loss, hit and image sums accumulate in a
+tensor on the device and are read once, at the end of the pass, so the host
+queues the next batch's copy and kernels while the device still runs the last.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import time
 from collections.abc import Callable, Iterable
@@ -23,6 +26,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cars.data.normalize import InputNormalizer, create_input_normalizer
+from cars.learn.precision import autocast
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -68,7 +72,7 @@ def train_one_epoch(
                     "batch size and drop_last=True for the training loader"
                 )
             images, targets = mixup_fn(images, labels)
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             logits = model(images)
             loss = loss_fn(logits, targets)
         optimizer.zero_grad(set_to_none=True)
@@ -131,7 +135,7 @@ def update_batchnorm_statistics(
             layer.momentum = None
         for batch in itertools.islice(loader, num_batches):
             images, _ = _to_device(batch, device, channels_last, normalizer)
-            with _autocast(device, amp_dtype):
+            with autocast(device, amp_dtype):
                 model(images)
             batches += 1
             images_seen += len(images)
@@ -196,7 +200,7 @@ def evaluate(
     started = time.perf_counter()
     for batch in loader:
         images, labels = _to_device(batch, device, channels_last, normalizer)
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             logits = model(images)
         loss = nn.functional.cross_entropy(logits.float(), labels)
         totals += _batch_sums(logits, labels, loss)
@@ -206,26 +210,19 @@ def evaluate(
 def _to_device(
     batch: Any, device: torch.device, channels_last: bool, normalizer: InputNormalizer
 ) -> Batch:
+    """A batch's model input and labels on ``device``.
+
+    Labels are checked while still on the host, as loaders deliver them; labels
+    a caller already placed on an accelerator are its to check, since reading
+    them back would make every step wait for the device.
+    """
     images, labels = batch[0], batch[1]
-    if bool((labels < 0).any()):
+    if labels.device.type == "cpu" and bool((labels < 0).any()):
         raise ValueError(
             "a batch holds labels below 0 (test images of unknown class are stored with "
             "label -1); only labelled images can be trained on or scored"
         )
     return normalizer(images, device, channels_last), labels.to(device, non_blocking=True)
-
-
-def _autocast(
-    device: torch.device, amp_dtype: torch.dtype | None
-) -> contextlib.AbstractContextManager:
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    if amp_dtype != torch.bfloat16:
-        raise ValueError(
-            f"amp_dtype={amp_dtype} is not supported: use torch.bfloat16 (float16 would need "
-            "loss scaling) or None for full precision"
-        )
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
 def topk_hits(
@@ -250,12 +247,15 @@ def _batch_sums(logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) 
             loss.double() * count,
             top1.sum().double(),
             top5.sum().double(),
-            torch.tensor(count, dtype=torch.float64, device=logits.device),
+            # Filled on the device: torch.tensor(count, device=...) would copy from the
+            # host and wait for the device at every step.
+            torch.full((), count, dtype=torch.float64, device=logits.device),
         ]
     )
 
 
 def _finish(totals: torch.Tensor, started: float) -> dict[str, float]:
+    """The pass's metrics from its sums, summed over the ranks: the one read from the device."""
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(totals)
     loss_sum, top1, top5, count = totals.tolist()

@@ -22,7 +22,6 @@ tests call the same functions.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -45,6 +44,7 @@ from cars.data.info import DATASET_FILE, split_file
 from cars.data.normalize import create_input_normalizer
 from cars.learn.model import HEAD
 from cars.learn.placement import Worker
+from cars.learn.precision import autocast
 from cars.paths import is_uri
 from cars.storage import exists, join_path, read_bytes, read_text, write_bytes, write_text
 
@@ -168,12 +168,6 @@ def feature_key(identity: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> Any:
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
-
 @torch.inference_mode()
 def _pool_shard(
     model: nn.Module, dataset: Dataset, *, batch_size: int, worker: Worker
@@ -193,7 +187,7 @@ def _pool_shard(
     try:
         for batch, _ in loader:
             images = normalizer(batch, worker.device, True)
-            with _autocast(worker.device, worker.amp_dtype):
+            with autocast(worker.device, worker.amp_dtype):
                 pooled = inner.forward_head(inner.forward_features(images), pre_logits=True)
             chunks.append(pooled.float())
     finally:

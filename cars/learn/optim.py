@@ -3,6 +3,16 @@
 The head always learns at ``config.lr``; pretrained blocks learn at
 ``config.lr * config.backbone_lr_mult`` so fine-tuning does not wreck the
 features it starts from. Biases and norm parameters take no weight decay.
+
+A learning rate is tuned for a batch size. When ``config.lr_batch_size`` names
+the one ``config.lr`` was chosen for and the run's global batch differs, every
+rate is scaled by :func:`scale_lr`: linearly for SGD (Goyal et al. 2017,
+"Accurate, Large Minibatch SGD": k times the batch, k times the rate, after a
+gradual warmup, which :class:`WarmupCosine` gives), and by the square root for
+AdamW (Malladi et al. 2022, "On the SDEs and Scaling Rules for Adaptive
+Gradient Algorithms": Adam divides its update by the gradient's second moment,
+and its stochastic differential equation stays the same when the rate grows
+with the square root of the batch).
 """
 
 from __future__ import annotations
@@ -20,37 +30,76 @@ from torch import nn
 from cars.config import TrainConfig
 from cars.learn.model import head_parameters
 
+# How each optimizer's learning rate follows the batch size (see the module docstring).
+LR_SCALING = {"sgd": "linear", "adamw": "sqrt"}
 
-def create_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+
+def scale_lr(lr: float, batch_size: int, lr_batch_size: int | None, optimizer: str) -> float:
+    """``lr``, tuned for batches of ``lr_batch_size``, for batches of ``batch_size``.
+
+    Linear in the batch ratio for ``sgd``, its square root for ``adamw``;
+    ``lr`` itself when ``lr_batch_size`` is ``None`` or equal to ``batch_size``.
+    """
+    if lr_batch_size is None or lr_batch_size == batch_size:
+        return lr
+    if optimizer not in LR_SCALING:
+        raise ValueError(f"optimizer={optimizer!r} has no scaling rule; one of {list(LR_SCALING)}")
+    ratio = batch_size / lr_batch_size
+    return lr * (ratio if LR_SCALING[optimizer] == "linear" else math.sqrt(ratio))
+
+
+def run_lr(config: TrainConfig) -> float:
+    """The head's base learning rate of a run: ``config.lr`` scaled to its global batch."""
+    global_batch = config.batch_size_per_worker * config.num_workers
+    return scale_lr(config.lr, global_batch, config.lr_batch_size, config.optimizer)
+
+
+def create_optimizer(
+    model: nn.Module, config: TrainConfig, *, fused: bool | None = None
+) -> torch.optim.Optimizer:
     """AdamW (or Nesterov SGD) over the trainable parameters, in named groups.
 
     Groups are ``head`` and ``head_no_decay`` first, then ``backbone`` and
     ``backbone_no_decay`` (empty groups are left out); each carries a ``name``.
+    The head's rate is :func:`run_lr`.
+
+    Args:
+        fused: one fused kernel per step for all parameters (``torch.optim``'s
+            ``fused=True``) instead of a few multi-tensor (``foreach``) kernels per
+            state; ``None``: fused when every trainable parameter is on a GPU.
+            Build the optimizer after moving the model to its device.
     """
     model = unwrap_model(model)
     head_ids = {id(p) for p in head_parameters(model)}
-    backbone_lr = config.lr * config.backbone_lr_mult if config.pretrained else config.lr
+    lr = run_lr(config)
+    backbone_lr = lr * config.backbone_lr_mult if config.pretrained else lr
     groups: dict[str, dict] = {}
     # timm splits decay / no-decay (1-d tensors and biases) and skips frozen parameters.
     for group in param_groups_weight_decay(model, config.weight_decay):
         suffix = "" if group["weight_decay"] else "_no_decay"
-        for part, lr in (("head", config.lr), ("backbone", backbone_lr)):
+        for part, part_lr in (("head", lr), ("backbone", backbone_lr)):
             in_head = part == "head"
             params = [p for p in group["params"] if (id(p) in head_ids) == in_head]
             if params:
                 groups[part + suffix] = {
                     "name": part + suffix,
                     "params": params,
-                    "lr": lr,
+                    "lr": part_lr,
                     "weight_decay": group["weight_decay"],
                 }
     order = ("head", "head_no_decay", "backbone", "backbone_no_decay")
     param_groups = [groups[name] for name in order if name in groups]
     if not param_groups:
         raise ValueError("the model has no trainable parameters; nothing to optimize")
+    if fused is None:
+        fused = all(p.is_cuda for g in param_groups for p in g["params"])
+    # None, not False: torch then picks its foreach kernels where they apply.
+    implementation = {"fused": True} if fused else {}
     if config.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum, nesterov=True)
-    return torch.optim.AdamW(param_groups, lr=config.lr)
+        return torch.optim.SGD(
+            param_groups, lr=lr, momentum=config.momentum, nesterov=True, **implementation
+        )
+    return torch.optim.AdamW(param_groups, lr=lr, **implementation)
 
 
 # Not timm's CosineLRScheduler nor torch's CosineAnnealingLR: both floor every group at one

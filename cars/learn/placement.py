@@ -12,6 +12,8 @@ from typing import Any, Self
 
 import torch
 
+from cars.learn.precision import amp_dtype_for
+
 CPU = torch.device("cpu")
 
 
@@ -37,7 +39,7 @@ class Worker:
     def on(cls, device: torch.device | str, **fields: Any) -> Self:
         """A worker on ``device`` at the study's precision: bf16 autocast on a GPU, else full."""
         device = torch.device(device)
-        fields.setdefault("amp_dtype", torch.bfloat16 if device.type == "cuda" else None)
+        fields.setdefault("amp_dtype", amp_dtype_for(device))
         return cls(device=device, **fields)
 
     @property

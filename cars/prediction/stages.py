@@ -24,6 +24,7 @@ from cars.data.decoding import decode_input
 from cars.data.readers import BBOX_FIELDS
 from cars.data.transforms import create_eval_transform
 from cars.learn.classifier import Classifier, load_classifier
+from cars.learn.device import configure_device
 
 TOP_K = 5
 
@@ -117,12 +118,8 @@ class BatchClassifier:
         threads: int,
         true_class_names: Sequence[str] | None = None,
     ) -> None:
-        if not use_gpu:
-            torch.set_num_threads(max(1, threads))
-        self.device = torch.device("cuda" if use_gpu else "cpu")
-        self.classifier = load_classifier(model)
-        self.model = self.classifier.model.to(self.device).eval()
-        self.normalizer = self.classifier.create_normalizer()
+        self.device = configure_device("cuda" if use_gpu else "cpu", threads)
+        self.classifier = load_classifier(model).to(self.device)
         self.true_class_names = None if true_class_names is None else list(true_class_names)
 
     @torch.inference_mode()
@@ -137,7 +134,7 @@ class BatchClassifier:
         top_probs: list[list[float] | None] = [None] * count
         if ok.any():
             pixels = torch.from_numpy(np.ascontiguousarray(batch["image"][ok]))
-            probs = torch.softmax(self.model(self.normalizer(pixels, self.device)).float(), dim=1)
+            probs = self.classifier.predict_probabilities(pixels, self.device)
             values, indices = probs.topk(k, dim=1)
             rows = np.flatnonzero(ok)
             for row, v, c in zip(rows, values.cpu().tolist(), indices.cpu().tolist(), strict=True):

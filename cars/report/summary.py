@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from cars.config import METRIC
+from cars.config import METRIC, TrainConfig, field_defaults
 from cars.data import DatasetInfo
+from cars.learn.optim import LR_SCALING, scale_lr
 from cars.report.cam_summary import render_gradcam_section
 from cars.report.comparisons import render_comparisons
 from cars.report.formatting import embed_figure, integer, percent, percent_interval
@@ -163,6 +164,18 @@ def _repeat_lines(inputs: SummaryInputs) -> list[str]:
     return render_repeats(inputs.regimes, inputs.confirm_seeds)
 
 
+def _lr_scaling_text(batch_size: int, lr_batch_size: int | None) -> str:
+    """How the trials scaled the rates they drew to their batch; empty when they did not."""
+    if lr_batch_size is None or lr_batch_size == batch_size:
+        return ""
+    optimizer = field_defaults(TrainConfig)["optimizer"]
+    factor = scale_lr(1.0, batch_size, lr_batch_size, optimizer)
+    return (
+        f" for global batches of {lr_batch_size}, trained at {factor:.2f} times that "
+        f"({LR_SCALING[optimizer]} scaling to batches of {batch_size})"
+    )
+
+
 def _compared_lines(inputs: SummaryInputs) -> list[str]:
     """What was compared: the data, the weights, the trials."""
     results, info, config = inputs.results, inputs.info, inputs.results.config
@@ -183,7 +196,9 @@ def _compared_lines(inputs: SummaryInputs) -> list[str]:
         f"- {len(trials)} trials ({config.num_samples} per regime): learning rate log-uniform "
         "per regime ("
         + "; ".join(f"{r} {lo:.0e}-{hi:.0e}" for r, (lo, hi) in config.lr_ranges.items())
-        + f"), augmentation from {', '.join(config.augments)}, `finetune` depth from "
+        + ")"
+        + _lr_scaling_text(config.batch_size, config.lr_batch_size)
+        + f", augmentation from {', '.join(config.augments)}, `finetune` depth from "
         f"{', '.join(map(str, config.finetune_blocks))} blocks. ASHA (within each regime) "
         f"stopped {stopped} trial(s) early.",
         *describe_boxes(info, bbox_crop=config.bbox_crop),

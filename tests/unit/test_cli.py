@@ -516,3 +516,17 @@ def test_sweep_defaults_are_the_presets_then_the_configs(preset: str) -> None:
 def test_predict_defaults_are_the_configs() -> None:
     config = parse_predict_args(["--model", "/m", "--images", "/i", "--out", "/o"])
     assert config == PredictConfig(model="/m", images="/i", out="/o")
+
+
+def test_compiling_and_the_rates_batch_reach_trials_and_runs() -> None:
+    sweep = parse_sweep_args(
+        ["--preset", "full", "--data", "/d", "--compile", "--lr-batch-size", "32"]
+    ).sweep
+    assert sweep is not None and sweep.compile and sweep.lr_batch_size == 32
+    trial = sweep.create_train_config("/d", "finetune", 1e-3, "basic")
+    assert trial.compile and trial.lr_batch_size == 32
+    preset = parse_sweep_args(["--preset", "full", "--data", "/d"]).sweep
+    assert preset is not None and not preset.compile and preset.lr_batch_size == 64
+    train = parse_train_args(["--data", "/d", "--compile", "--lr-batch-size", "16"]).config
+    assert train.compile and train.lr_batch_size == 16
+    assert parse_train_args(["--data", "/d"]).config.lr_batch_size is None

@@ -47,6 +47,7 @@ def test_regimes_force_their_depth() -> None:
         ({"backbone_lr_mult": 2.0}, "backbone_lr_mult"),
         ({"data": ""}, "data"),
         ({"precise_bn_samples": -1}, "precise_bn_samples"),
+        ({"lr_batch_size": 0}, "lr_batch_size"),
     ],
 )
 def test_bad_values_name_the_field_and_what_is_allowed(changes: dict, field: str) -> None:

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from devices import DEVICES
 from torch import nn
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, TensorDataset
@@ -369,3 +372,71 @@ def test_every_rank_holds_the_batchnorm_statistics_of_all_ranks(rank_results: li
     update_batchnorm_statistics(single, batches, num_batches=4, device="cpu")
     for key, value in _bn_statistics(single).items():
         assert torch.tensor(ranks[0][key]) == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_training_metrics_are_the_sums_of_every_step(device: str) -> None:
+    """The sums kept on the device through the epoch give what each step's own figures give."""
+    model = _tiny_net(5).to(device)
+    seen: list[torch.Tensor] = []
+    model.register_forward_hook(lambda _m, _i, out: seen.append(out.detach().float().cpu()))
+    dataset = _images(11, 5)
+    metrics = train_one_epoch(
+        model,
+        DataLoader(dataset, batch_size=4),  # batches of 4, 4 and 3
+        torch.optim.SGD(model.parameters(), lr=0.0),  # the recorded outputs stay the model's
+        loss_fn=nn.CrossEntropyLoss(),
+        device=device,
+    )
+    labels = dataset.tensors[1]
+    per_step = [(logits, labels[i * 4 : i * 4 + len(logits)]) for i, logits in enumerate(seen)]
+    loss = sum(nn.functional.cross_entropy(x, y).item() * len(y) for x, y in per_step) / 11
+    top1 = sum(int(topk_hits(x, y)[0].sum()) for x, y in per_step)
+    top5 = sum(int(topk_hits(x, y)[1].sum()) for x, y in per_step)
+    assert len(seen) == 3 and metrics["images"] == 11
+    assert metrics["loss"] == pytest.approx(loss, rel=1e-5)
+    assert (metrics["acc"], metrics["top5"]) == (top1 / 11, top5 / 11)
+
+
+def _unsynced(batches: list) -> Iterator:
+    """``batches``, with every CUDA call that makes the host wait for the device an error
+    while the engine works on them; allowed again once they are used up."""
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield from batches
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_no_step_waits_for_the_device() -> None:
+    """Training, precise BN and evaluation read nothing back from the GPU until a pass ends."""
+    device = torch.device("cuda")
+    config = TrainConfig(data="d", regime="scratch", epochs=2, batch_size=4, image_size=32)
+    model = build_model("scratch", 4).to(device, memory_format=torch.channels_last)
+    optimizer = create_optimizer(model, config)
+    assert optimizer.defaults["fused"]
+    generator = torch.Generator().manual_seed(0)
+    # As a pinned loader hands them over: uint8 images and labels in page-locked host memory.
+    batches = [
+        (
+            torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=generator),
+            torch.randint(0, 4, (4,), generator=generator),
+        )
+        for _ in range(3)
+    ]
+    batches = [(images.pin_memory(), labels.pin_memory()) for images, labels in batches]
+    kwargs = {"device": device, "amp_dtype": torch.bfloat16, "channels_last": True}
+    train = {
+        "loss_fn": create_loss(config, 4),
+        "scheduler": create_scheduler(optimizer, config, len(batches)),
+        **kwargs,
+    }
+    train_one_epoch(model, batches, optimizer, **train)  # cuDNN's kernel search, first
+    metrics = train_one_epoch(model, _unsynced(batches), optimizer, **train)
+    # One batch more than there are, so that the loader is used up before the pass ends.
+    update_batchnorm_statistics(model, _unsynced(batches), num_batches=4, **kwargs)
+    scored = evaluate(model, _unsynced(batches), **kwargs)
+    assert metrics["images"] == scored["images"] == 12
+    assert math.isfinite(metrics["loss"]) and math.isfinite(scored["loss"])

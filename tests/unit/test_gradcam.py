@@ -292,7 +292,8 @@ def test_works_inside_inference_mode() -> None:
     assert energy_inside_box(result.cams[0], BOTTOM_LEFT) > 0.8
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_model_gives_the_cpu_maps() -> None:
     on_cpu = compute_cams(RegionProbe(), _probe_input(), targets=[0])
     on_gpu = compute_cams(RegionProbe().cuda(), _probe_input(), targets=[0])

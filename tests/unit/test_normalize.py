@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from devices import DEVICES
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -83,3 +84,39 @@ def test_the_engine_scores_uint8_batches_as_it_scored_normalised_ones() -> None:
     assert from_uint8["loss"] == pytest.approx(from_floats["loss"], rel=1e-6)
     assert from_uint8["acc"] == from_floats["acc"]
     assert np.isfinite(from_uint8["loss"])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_device_normalises_as_the_cpu_did(device: str) -> None:
+    pixels = _pixels(3, 12)
+    expected = ((pixels.float() / 255) - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(
+        3, 1, 1
+    )
+    for _ in range(2):  # the second batch takes the statistics kept on the device
+        out = normalize_on_device(pixels, device, mean=MEAN, std=STD, channels_last=True)
+        assert out.device.type == device and out.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out.cpu(), expected, atol=1e-6, rtol=0)
+
+
+def test_statistics_first_made_in_inference_mode_serve_training() -> None:
+    """Evaluation often normalises first; training must still build its graph afterwards."""
+    mean, std = (0.3, 0.2, 0.1), (0.6, 0.7, 0.8)  # values no other test keeps
+    with torch.inference_mode():
+        normalize_on_device(_pixels(), "cpu", mean=mean, std=std)
+    conv = nn.Conv2d(3, 2, 3)
+    inputs = normalize_on_device(_pixels(), "cpu", mean=mean, std=std).requires_grad_()
+    conv(inputs * 2).sum().backward()
+    assert inputs.grad is not None and conv.weight.grad is not None
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_normalising_on_the_gpu_copies_nothing_back_after_the_first_batch() -> None:
+    pinned = _pixels().pin_memory()
+    normalize_on_device(pinned, "cuda", mean=MEAN, std=STD)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = normalize_on_device(pinned, "cuda", mean=MEAN, std=STD, channels_last=True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(out.cpu(), normalize_on_device(_pixels(), "cpu", mean=MEAN, std=STD))

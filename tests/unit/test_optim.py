@@ -7,13 +7,21 @@ import itertools
 
 import pytest
 import torch
+from devices import NEEDS_CUDA
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
 from cars.config import TrainConfig
 from cars.learn.model import build_model, count_parameters
-from cars.learn.optim import create_loss, create_mixup, create_optimizer, create_scheduler
+from cars.learn.optim import (
+    create_loss,
+    create_mixup,
+    create_optimizer,
+    create_scheduler,
+    run_lr,
+    scale_lr,
+)
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +178,55 @@ def test_mixup_gives_soft_targets_and_a_soft_target_loss() -> None:
     assert targets.shape == (4, 4)
     assert torch.allclose(targets.sum(dim=1), torch.ones(4))
     assert bool((targets > 0).all())  # smoothing gives every class some mass
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "batch_size", "expected"),
+    [
+        ("sgd", 256, 4e-3),  # linear: four times the batch, four times the rate
+        ("sgd", 32, 0.5e-3),
+        ("adamw", 256, 2e-3),  # square root: four times the batch, twice the rate
+        ("adamw", 16, 0.5e-3),
+        ("adamw", 64, 1e-3),
+    ],
+)
+def test_rates_follow_the_batch_by_each_optimizer_s_rule(
+    optimizer: str, batch_size: int, expected: float
+) -> None:
+    assert scale_lr(1e-3, batch_size, 64, optimizer) == pytest.approx(expected)
+    assert scale_lr(1e-3, batch_size, None, optimizer) == 1e-3  # no reference: as given
+
+
+def test_a_run_s_rate_follows_its_whole_global_batch(finetune_model: nn.Module) -> None:
+    # 250 images over 4 workers is 62 per worker: 248 images per step in all.
+    config = TrainConfig(
+        data="d", lr=1e-3, lr_batch_size=62, batch_size=250, num_workers=4, weights="w",
+        optimizer="sgd",
+    )  # fmt: skip
+    assert run_lr(config) == pytest.approx(4e-3)
+    groups = _groups(create_optimizer(finetune_model, config))
+    assert groups["head"]["lr"] == pytest.approx(4e-3)
+    assert groups["backbone"]["lr"] == pytest.approx(4e-3 * config.backbone_lr_mult)
+    unscaled = _groups(create_optimizer(finetune_model, config.replace(lr_batch_size=None)))
+    assert unscaled["head"]["lr"] == 1e-3
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_optimizer_steps_are_fused_only_where_asked_or_on_a_gpu(optimizer: str) -> None:
+    model = build_model("frozen", 4)
+    config = TrainConfig(data="d", regime="frozen", optimizer=optimizer)
+    assert not create_optimizer(model, config).defaults["fused"]  # CPU: torch's default
+    fused = create_optimizer(model, config, fused=True)
+    assert fused.defaults["fused"]
+    model.fc.weight.grad = torch.ones_like(model.fc.weight)
+    before = model.fc.weight.detach().clone()
+    fused.step()
+    assert not torch.equal(model.fc.weight, before)
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=NEEDS_CUDA)])
+def test_a_model_on_the_gpu_gets_fused_optimizer_steps(device: str) -> None:
+    model = build_model("finetune", 4, 2).to(device)
+    config = TrainConfig(data="d", trainable_blocks=2, weights="w")
+    assert create_optimizer(model, config).defaults["fused"]
+    assert not create_optimizer(model, config, fused=False).defaults["fused"]

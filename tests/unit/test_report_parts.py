@@ -4,6 +4,7 @@ probabilities, choosing Grad-CAM images, ``summary.md``'s text and the weights' 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -587,3 +588,15 @@ def test_a_train_run_stopped_before_its_first_report_reads_as_empty(tmp_path: Pa
     assert read_run(str(started)).latest is None
     assert read_run(str(tmp_path / "train-never-started")).latest is None
     assert read_train_run(str(started)) == TrainRunState(None, {}, [])
+
+
+def test_summary_says_how_rates_were_scaled_to_the_trials_batch() -> None:
+    plain = _section(render_summary(_inputs()), "What was compared")
+    assert "scaling" not in plain
+    results = _results()
+    scaled = dataclasses.replace(
+        results, config=results.config.replace(batch_size=32, lr_batch_size=8)
+    )
+    text = _section(render_summary(_inputs(results=scaled)), "What was compared")
+    expected = "for global batches of 8, trained at 2.00 times that (sqrt scaling to batches of 32)"
+    assert expected in text

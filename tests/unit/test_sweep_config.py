@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cars.config import ConfigError
+from cars.learn.optim import run_lr
 from cars.sweep_config import PRESETS, SweepConfig, create_sweep_config
 
 
@@ -60,3 +61,22 @@ def test_trial_train_config_has_no_weights_for_scratch() -> None:
     config = create_sweep_config("demo", "s", weights="/tmp/w.pt")
     assert config.create_train_config("d", "scratch", 1e-3, "basic").weights is None
     assert config.create_train_config("d", "frozen", 1e-3, "basic").weights == "/tmp/w.pt"
+
+
+def test_full_trials_scale_the_rates_drawn_for_batches_of_64_to_their_own() -> None:
+    sweep = create_sweep_config("full", "s", data="/d")
+    config = sweep.create_train_config("/d", "scratch", 1e-3, "basic")
+    assert (config.batch_size, config.batch_size_per_worker, config.lr_batch_size) == (256, 128, 64)
+    assert config.lr == 1e-3  # the drawn rate, as the report shows it
+    assert run_lr(config) == pytest.approx(2e-3)  # AdamW: the square root of 4
+    smaller = sweep.replace(batch_size=64).create_train_config("/d", "scratch", 1e-3, "basic")
+    assert run_lr(smaller) == 1e-3
+    demo = create_sweep_config("demo", "s").create_train_config("/d", "scratch", 1e-3, "none")
+    assert demo.lr_batch_size is None and run_lr(demo) == 1e-3
+
+
+def test_a_sweep_compiles_its_trials_when_asked() -> None:
+    sweep = create_sweep_config("smoke", "s")
+    assert not sweep.create_train_config("/d", "scratch", 1e-3, "none").compile
+    compiled = sweep.replace(compile=True).create_train_config("/d", "frozen", 1e-3, "none")
+    assert compiled.compile

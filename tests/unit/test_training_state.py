@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from devices import DEVICES
 
 from cars.config import TrainConfig
 from cars.learn.checkpoint import save_checkpoint
@@ -13,8 +14,6 @@ from cars.learn.history import write_history
 from cars.learn.model import build_model
 from cars.learn.training_state import TrainingState, create_training_state
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs CUDA"))]  # fmt: skip
 STEPS_PER_EPOCH = 3
 
 
