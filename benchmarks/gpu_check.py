@@ -60,7 +60,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 CUDA_TEST_FILES = (
-    "tests/unit/test_gpu_resume.py",
     "tests/unit/test_training_state.py",
     "tests/unit/test_engine.py",
     "tests/unit/test_normalize.py",

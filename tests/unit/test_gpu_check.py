@@ -156,4 +156,4 @@ def test_the_cuda_tests_are_collected_without_ray() -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert re.search(r"(\d+)/\d+ tests collected", done.stdout), done.stdout[-500:]
     collected = int(re.search(r"(\d+)/\d+ tests collected", done.stdout).group(1))
-    assert collected >= 11
+    assert collected >= 10
