@@ -57,6 +57,15 @@ GRADCAM_MEASURED_HELP = (
 )
 LR_SCALING_HELP = "another --batch-size scales them, linearly for SGD, by the square root for AdamW"
 COMPILE_HELP = "torch.compile the model (it trains uncompiled if compiling fails)"
+WORKER_START_TIMEOUT_HELP = (
+    "seconds each try waits for a run's workers to be placed "
+    f"(default {TRAIN_DEFAULTS['worker_start_timeout_s']:.0f}, a cluster's; the CPU presets': "
+    f"{PRESETS['smoke']['worker_start_timeout_s']:.0f})"
+)
+WORKER_START_TRIES_HELP = (
+    "tries to start a run's workers before the run fails, saying why "
+    f"(default {TRAIN_DEFAULTS['worker_start_tries']})"
+)
 MAX_FAILURES_HELP = (
     "restarts of a crashed worker group from its last checkpoint, and in a sweep of a "
     f"trial lost with its node (default {TRAIN_DEFAULTS['max_failures']}; -1: forever)"
@@ -170,6 +179,8 @@ _TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "precise_bn_samples": {"help": PRECISE_BN_HELP},
     "seed": {},
     "max_failures": {"help": MAX_FAILURES_HELP},
+    "worker_start_timeout_s": {"metavar": "S", "help": WORKER_START_TIMEOUT_HELP},
+    "worker_start_tries": {"metavar": "N", "help": WORKER_START_TRIES_HELP},
 }
 
 
@@ -343,6 +354,10 @@ def _add_trial_options(run: argparse._ArgumentGroup) -> None:
         "--max-concurrent-trials", type=int, help="default: as many as the cluster's resources hold"
     )
     run.add_argument("--max-failures", type=int, help=MAX_FAILURES_HELP)
+    run.add_argument(
+        "--worker-start-timeout-s", type=float, metavar="S", help=WORKER_START_TIMEOUT_HELP
+    )
+    run.add_argument("--worker-start-tries", type=int, metavar="N", help=WORKER_START_TRIES_HELP)
     run.add_argument("--precise-bn-samples", type=int, help=PRECISE_BN_HELP)
     _add_feature_cache_option(run)
     run.add_argument("--seed", type=int)

@@ -125,7 +125,11 @@ class TrainConfig:
     ``lr`` is the rate for global batches of ``lr_batch_size`` (unset: of
     ``batch_size``); a run with another batch scales it as
     :func:`cars.learn.optim.scale_lr` says. ``compile`` runs the model through
-    ``torch.compile`` (eagerly if compiling fails).
+    ``torch.compile`` (eagerly if compiling fails). A run of several workers waits
+    up to ``worker_start_timeout_s`` for the cluster to place them (a busy node, a
+    node still pulling its environment or being added by the autoscaler), and gives
+    up after ``worker_start_tries`` such waits; the defaults are a cluster's, and
+    the CPU presets of a sweep set a laptop's (:data:`cars.sweep_config.PRESETS`).
     """
 
     data: str
@@ -158,6 +162,8 @@ class TrainConfig:
     # Restarts after a failure: of a crashed worker group, from its last checkpoint,
     # and in a sweep of a trial lost with its node; -1 retries forever.
     max_failures: int = 2
+    worker_start_timeout_s: float = 600.0
+    worker_start_tries: int = 3
     checkpoints_to_keep: int = 2
     precise_bn_samples: int = PRECISE_BN_SAMPLES
     feature_cache: bool = True
@@ -217,6 +223,18 @@ class TrainConfig:
             "zero or more, or unset for a default",
         )
         _require(self.max_failures >= -1, "max_failures", self.max_failures, "-1 (forever) or more")
+        _require(
+            self.worker_start_timeout_s > 0,
+            "worker_start_timeout_s",
+            self.worker_start_timeout_s,
+            "the seconds each try waits for the workers to start, above 0",
+        )
+        _require(
+            self.worker_start_tries >= 1,
+            "worker_start_tries",
+            self.worker_start_tries,
+            "how often to try starting the workers, at least 1",
+        )
         _require(
             self.precise_bn_samples >= 0,
             "precise_bn_samples",

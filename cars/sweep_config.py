@@ -142,6 +142,8 @@ class SweepConfig:
     bbox_crop: bool = _TRAIN["bbox_crop"]
     backbone_lr_mult: float = _TRAIN["backbone_lr_mult"]
     max_failures: int = _TRAIN["max_failures"]
+    worker_start_timeout_s: float = _TRAIN["worker_start_timeout_s"]
+    worker_start_tries: int = _TRAIN["worker_start_tries"]
     seed: int = _TRAIN["seed"]
     precise_bn_samples: int = _TRAIN["precise_bn_samples"]
     feature_cache: bool = _TRAIN["feature_cache"]
@@ -283,6 +285,10 @@ _CPU_PRESET: dict[str, Any] = {
     "image_size": 64,
     "grace_period": 1,
     "weights": DEMO_SOURCE_WEIGHTS,
+    # A laptop adds no node: a worker group waits for the trials before it to end
+    # (another sweep's too), a few minutes on a busy machine, not a node's start-up.
+    "worker_start_timeout_s": 180.0,
+    "worker_start_tries": 3,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {

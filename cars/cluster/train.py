@@ -16,6 +16,7 @@ processes that train, from :mod:`cars.cluster.worker`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,9 +29,16 @@ from cars.config import SCORE, SCORE_MODE, TrainConfig
 from cars.runs import StoredRun, read_run
 from cars.storage import join_path
 
+# Read by Ray Train's controller, which the process that fits a trainer passes it to.
+WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+
 
 class TrainingError(RuntimeError):
     """A training run failed more often than its failure budget allows."""
+
+
+class WorkerStartError(TrainingError):
+    """A run's workers could not be placed on the cluster within the tries it allows."""
 
 
 def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
@@ -62,7 +70,11 @@ def create_run_config(
     return ray.train.RunConfig(
         name=name,
         storage_path=storage_path,
-        failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+        # Each start of the worker group that times out is one controller failure.
+        failure_config=ray.train.FailureConfig(
+            max_failures=config.max_failures,
+            controller_failure_limit=config.worker_start_tries - 1,
+        ),
         checkpoint_config=ray.train.CheckpointConfig(
             num_to_keep=config.checkpoints_to_keep,
             checkpoint_score_attribute=SCORE,
@@ -76,7 +88,11 @@ def create_run_config(
 def create_trainer(
     config: TrainConfig, *, storage_path: str, name: str, callbacks: Sequence[Any] = ()
 ) -> ray.train.torch.TorchTrainer:
-    """A ``TorchTrainer`` for one run of ``config``.
+    """A ``TorchTrainer`` for one run of ``config``, to be fit in this process.
+
+    Each try to start its workers waits ``config.worker_start_timeout_s`` (Ray
+    Train's controller reads it from this process's environment when the trainer
+    is fit), and the run fails after ``config.worker_start_tries`` tries.
 
     Args:
         storage_path: where Ray Train persists results and checkpoints (a local
@@ -85,6 +101,7 @@ def create_trainer(
             from its latest checkpoint.
         callbacks: Ray Train callbacks, e.g. Tune's ``TuneReportCallback``.
     """
+    os.environ[WORKER_START_TIMEOUT_ENV] = str(config.worker_start_timeout_s)
     return ray.train.torch.TorchTrainer(
         train_fn_per_worker,
         train_loop_config=config.to_dict(),
@@ -93,6 +110,37 @@ def create_trainer(
             config, storage_path=storage_path, name=name, callbacks=callbacks
         ),
     )
+
+
+def describe_worker_start(config: TrainConfig) -> str:
+    """What a run of several workers waits for as it starts, and for how long."""
+    resources = create_scaling_config(config).resources_per_worker
+    each = ", ".join(f"{amount:g} {name}" for name, amount in resources.items())
+    return (
+        f"starting {config.num_workers} training workers ({each} each): waiting up to "
+        f"{config.worker_start_timeout_s:.0f} s for the cluster to place them, "
+        f"{config.worker_start_tries} tries"
+    )
+
+
+def fit_trainer(trainer: ray.train.torch.TorchTrainer, config: TrainConfig) -> ray.train.Result:
+    """Fit a trainer of ``config``; a run whose workers never started fails saying so.
+
+    Raises:
+        WorkerStartError: every try to place the workers timed out.
+        ray.train.TrainingFailedError: the run failed otherwise.
+    """
+    try:
+        return trainer.fit()
+    except ray.train.ControllerError as error:
+        raise WorkerStartError(
+            f"the run's {config.num_workers} workers did not start: "
+            f"{config.worker_start_tries} tries of {config.worker_start_timeout_s:.0f} s each "
+            f"found no room for them ({error.controller_failure}). Free the cluster's "
+            "resources (another job may hold them), ask for fewer (--num-workers, "
+            "--cpus-per-worker), or wait longer (--worker-start-timeout-s, "
+            "--worker-start-tries)"
+        ) from error
 
 
 @ray.remote
@@ -123,7 +171,8 @@ def run_training(config: TrainConfig, *, storage_path: str, name: str) -> Stored
             )
             ray.get(task.remote(config.to_dict(), run_path))
         else:
-            create_trainer(config, storage_path=storage_path, name=name).fit()
+            print(describe_worker_start(config), flush=True)
+            fit_trainer(create_trainer(config, storage_path=storage_path, name=name), config)
     except (ray.exceptions.RayError, ray.train.TrainingFailedError) as error:
         raise TrainingError(f"the run {run_path} failed: {error}") from error
     return read_run(run_path)

@@ -82,12 +82,13 @@ def train_driver_fn(
         return
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from cars.cluster.train import create_trainer
+    from cars.cluster.train import create_trainer, describe_worker_start, fit_trainer
 
     trainer = create_trainer(
         train_config, storage_path=train_storage, name=name, callbacks=[TuneReportCallback()]
     )
-    trainer.fit()
+    print(f"trial {trial_id}: {describe_worker_start(train_config)}", flush=True)
+    fit_trainer(trainer, train_config)
 
 
 def create_trainable(

@@ -150,30 +150,42 @@ def test_tune_restarts_a_killed_one_worker_trial_from_its_last_checkpoint(
 # An actor that exits slowly, as a process that trained a run does (Ray's shutdown and the
 # finalizers of torch and a model), and is sent SIGTERM meanwhile, as Ray ends its workers.
 _SLOW_EXIT = """
-import atexit, os, signal, sys, time
+import atexit, glob, os, signal, sys, time
 import ray
 from cars.cluster.session import end_quietly_on_sigterm
 
-ray.init(num_cpus=1, logging_level="WARNING")
+context = ray.init(num_cpus=1, logging_level="WARNING")
 
 @ray.remote
 class Trial:
-    def train(self, quiet):
+    def train(self, quiet, exiting):
         atexit.register(time.sleep, 20)  # a slow exit
+        # Exit callbacks run last registered first: this one says the exit has begun.
+        atexit.register(lambda: open(exiting, "w").close())
         if quiet:
             end_quietly_on_sigterm()
         return os.getpid()
 
+exiting = os.path.abspath("exiting")
 trial = Trial.remote()
-pid = ray.get(trial.train.remote(sys.argv[1] == "quiet"))
+pid = ray.get(trial.train.remote(sys.argv[1] == "quiet", exiting))
 trial.__ray_terminate__.remote()
-time.sleep(5)
+
+def wait_for(condition, what):
+    deadline = time.monotonic() + 60
+    while not condition():
+        if time.monotonic() > deadline:
+            sys.exit(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+wait_for(lambda: os.path.exists(exiting), "the actor's exit to begin")
 os.kill(pid, signal.SIGTERM)
-deadline = time.monotonic() + 15
-while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-    time.sleep(0.2)
-time.sleep(3)  # the worker's last lines reach this driver
-print("exited" if not os.path.exists(f"/proc/{pid}") else "still running")
+wait_for(lambda: not os.path.exists(f"/proc/{pid}"), "the actor's process to end")
+print("exited")
+# The process is gone, so its log files are whole: what it printed on its way out.
+logs = os.path.join(context.address_info["session_dir"], "logs", f"worker-*-{pid}.*")
+for log in sorted(glob.glob(logs)):
+    print(open(log).read())
 """
 
 

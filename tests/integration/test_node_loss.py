@@ -84,7 +84,6 @@ class NodeLoss:
     def __init__(self, cluster: Cluster, first: object, sweep_dir: Path) -> None:
         self.cluster, self.first, self.sweep_dir = cluster, first, sweep_dir
         self.removed_at: float | None = None
-        self.epochs_before: list[int] = []
         self.files_before: dict[Path, float] = {}
         self.history_before: list[dict] = []
         self.lost_actors: set[str] = set()
@@ -97,13 +96,13 @@ class NodeLoss:
         # so that the whole trial runs there until it is lost.
         self._wait_for(lambda: "RayTrainWorker" in self._actors_on(first_id), "the workers")
         self.cluster.add_node(num_cpus=2, memory=2048 * MiB)
+        # Lost once an epoch is recorded: the trial has something to resume from. A
+        # later epoch's checkpoint may be in flight meanwhile; which one the trial
+        # resumed from is read from its history afterwards, not guessed here.
         run = self._wait_for(self._first_recorded_run, "the first checkpoint")
-        time.sleep(1.0)  # into the next epoch
         self.lost_actors = self._actors_on(first_id)
-        self.epochs_before = _recorded_epochs(run)
         self.files_before = _file_times(run)
-        latest = run / f"epoch-{self.epochs_before[-1]:04d}"
-        self.history_before = read_history(str(latest))
+        self.history_before = read_history(str(run / f"epoch-{_recorded_epochs(run)[0]:04d}"))
         self.removed_at = time.time()
         self.cluster.remove_node(self.first, allow_graceful=False)
 
@@ -152,12 +151,22 @@ def survived(
         return sweep.result(timeout=600), loss
 
 
+def _resumed_from(history: list[dict], removed_at: float) -> int:
+    """The last epoch of the final history that had started before the node was lost."""
+    started = [row["epoch_started_at"] < removed_at for row in history]
+    # The epochs run before the loss come first, those run after it follow.
+    assert started == sorted(started, reverse=True), started
+    return sum(started)
+
+
 def test_everything_of_the_trial_ran_on_the_lost_node(survived: tuple[SweepOutcome, NodeLoss]):
-    _, loss = survived
+    outcome, loss = survived
     assert loss.removed_at is not None
     assert {"RayTrainWorker", "TrainController"} <= loss.lost_actors, loss.lost_actors
     # Removed after the first checkpoint and before the last epoch ended.
-    assert 1 <= len(loss.epochs_before) < EPOCHS
+    run = next(Path(outcome.path).glob("train-*"))
+    history = read_history(str(run / f"epoch-{EPOCHS:04d}"))
+    assert 1 <= _resumed_from(history, loss.removed_at) < EPOCHS
 
 
 def test_the_trial_finishes_from_its_last_checkpoint(survived: tuple[SweepOutcome, NodeLoss]):
@@ -173,11 +182,12 @@ def test_the_trial_finishes_from_its_last_checkpoint(survived: tuple[SweepOutcom
     # were not rewritten, and the later ones were written after the loss.
     assert loss.removed_at is not None
     assert history[: len(loss.history_before)] == loss.history_before
+    kept = f"epoch-{_resumed_from(history, loss.removed_at):04d}"
     after = _file_times(run)
     for file, written in loss.files_before.items():
-        if file.parent.name <= f"epoch-{loss.epochs_before[-1]:04d}" and file in after:
+        if file.parent.name <= kept and file in after:
             assert after[file] == written, file
-    later = [f for f in after if f.parent.name > f"epoch-{loss.epochs_before[-1]:04d}"]
+    later = [f for f in after if f.parent.name > kept]
     assert later and all(after[f] > loss.removed_at for f in later)
     # Tune heard of each epoch at most once.
     log = Path(result.path) / "result.json"
