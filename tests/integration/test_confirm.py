@@ -15,6 +15,7 @@ from ray.tune import ExperimentAnalysis
 
 from cars.cli import parse_sweep_args
 from cars.cluster.confirm import run_confirm
+from cars.config import RANDOM_INIT
 from cars.report.comparisons import describe_comparison
 from cars.report.predictions import PREDICTION_COLUMNS
 from cars.study import StudyOutcome, run_study
@@ -106,7 +107,8 @@ def test_predictions_let_anyone_redo_the_comparison(report: Path) -> None:
         assert accuracy[row["regime"]] == pytest.approx(row["test_acc"])
 
     comparisons = pd.read_parquet(report / "comparisons.parquet")
-    assert sorted(comparisons["measure"]) == ["energy_ratio", "test_acc"]
+    # The two regimes on both measures, and each regime's CAMs against the untrained network's.
+    assert sorted(comparisons["measure"]) == ["energy_ratio"] * 3 + ["test_acc"]
     row = comparisons[comparisons["measure"] == "test_acc"].iloc[0]
     wide = sweep.pivot(index="image", columns="regime", values="correct").astype(bool)
     a, b = wide[row["regime_a"]].to_numpy(), wide[row["regime_b"]].to_numpy()
@@ -123,7 +125,9 @@ def test_summary_states_each_claim_with_its_uncertainty(report: Path) -> None:
     comparisons = pd.read_parquet(report / "comparisons.parquet")
     for _, row in comparisons.iterrows():
         sentence = describe_comparison(row)
-        assert f"- {sentence}" in summary
+        # A regime against the untrained network ends that regime's verdict line.
+        against_random = RANDOM_INIT in (row["regime_a"], row["regime_b"])
+        assert (sentence if against_random else f"- {sentence}") in summary
         detectable = not row["ci_low"] <= 0 <= row["ci_high"]
         assert ("no detectable difference" not in sentence) == detectable
     accuracy = comparisons[comparisons["measure"] == "test_acc"].iloc[0]

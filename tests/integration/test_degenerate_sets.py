@@ -149,7 +149,8 @@ def test_a_sweep_with_unlabelled_test_images_compares_what_it_can(
     assert accuracy["not_compared"].tolist() == ["no test image has a known label"]
     assert accuracy[["difference", "p_value", "only_a", "only_b"]].isna().all(axis=None)
     assert (report / "gradcam" / "gradcam.parquet").is_file()
-    assert comparisons["measure"].tolist().count("energy_ratio") == 1
+    # The pair of regimes, and each against the untrained network.
+    assert comparisons["measure"].tolist().count("energy_ratio") == 1 + 2
     summary = (report / "summary.md").read_text()
     assert "The test split's labels are unknown" in summary
     assert "not compared, no test image has a known label." in summary
