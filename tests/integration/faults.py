@@ -94,7 +94,7 @@ class WatchedWorker:
         if self.run_dir is None or epoch < 1:
             return
         deadline = time.monotonic() + timeout_s
-        while recorded_epoch(Path(self.run_dir)) < epoch:
+        while recorded_by_train(Path(self.run_dir)) < epoch:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Ray Train never recorded epoch {epoch} in {self.run_dir}")
             time.sleep(0.1)
@@ -116,6 +116,21 @@ def create_watched_trainer(
 TRAIN_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
 
 
+def recorded_by_train(run: Path) -> int:
+    """The epoch of the last checkpoint Ray Train recorded in a worker group's snapshot; 0 if none.
+
+    Its folder is uploaded before the controller records it, so the folder alone
+    says nothing: a worker that dies in between rightly runs that epoch again.
+    """
+    if not (run / TRAIN_SNAPSHOT_FILE).exists():
+        return 0
+    try:
+        result = ray.train.Result.from_path(str(run))
+    except Exception:  # its snapshot caught mid-write
+        return 0
+    return int((result.metrics or {}).get("epoch", 0))
+
+
 def recorded_epoch(run: Path) -> int:
     """The epoch of the last checkpoint recorded for a run; 0 if none yet.
 
@@ -126,11 +141,7 @@ def recorded_epoch(run: Path) -> int:
     if not (run / TRAIN_SNAPSHOT_FILE).exists():
         latest = read_run(str(run)).latest
         return 0 if latest is None else latest.epoch
-    try:
-        result = ray.train.Result.from_path(str(run))
-    except Exception:  # its snapshot caught mid-write
-        return 0
-    return int((result.metrics or {}).get("epoch", 0))
+    return recorded_by_train(run)
 
 
 def read_epoch_log(path: Path) -> list[dict[str, int]]:

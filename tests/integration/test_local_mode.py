@@ -89,8 +89,9 @@ def _recorded_epoch(sweep_dir: Path) -> int:
 
 def _trial_pid() -> int:
     actors = list_actors(filters=[("state", "=", "ALIVE")])
-    # Tune runs a function trainable in an actor of its ImplicitFunc class.
-    pids = [a.pid for a in actors if a.class_name == "ImplicitFunc"]
+    # Tune runs a function trainable in an actor of its ImplicitFunc class (a local class
+    # of wrap_function, named so).
+    pids = [a.pid for a in actors if a.class_name.endswith("ImplicitFunc")]
     assert len(pids) == 1, [a.class_name for a in actors]
     return pids[0]
 
@@ -114,22 +115,27 @@ def test_tune_restarts_a_killed_one_worker_trial_from_its_last_checkpoint(
     )
     assert plan_resources(sweep).local_mode
     killed_at: list[float] = []
+    failed: list[BaseException] = []
 
     def kill_after_first_checkpoint() -> None:
-        deadline = time.monotonic() + 300
-        while _recorded_epoch(tmp_path / "killed") < 1:
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.1)
-        os.kill(_trial_pid(), signal.SIGKILL)
-        killed_at.append(time.time())
+        try:
+            deadline = time.monotonic() + 300
+            while _recorded_epoch(tmp_path / "killed") < 1:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the trial never wrote its first checkpoint")
+                time.sleep(0.1)
+            os.kill(_trial_pid(), signal.SIGKILL)
+            killed_at.append(time.time())
+        except BaseException as error:  # raised again in the test's thread
+            failed.append(error)
 
     killer = threading.Thread(target=kill_after_first_checkpoint)
     killer.start()
     outcome = run_sweep(sweep)
     killer.join()
 
-    assert killed_at, "the trial never wrote its first checkpoint"
+    if failed:
+        raise failed[0]
     assert outcome.results.num_errors == 0
     (run,) = (tmp_path / "killed").glob("train-*")
     history = read_run(str(run)).history

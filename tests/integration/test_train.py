@@ -152,9 +152,9 @@ def test_validation_scores_a_model_whose_batchnorm_statistics_were_recomputed(
         prepared_set, epochs=1, batch_size=36, image_size=32, augment="none", seed=5,
         precise_bn_samples=36,
     )  # fmt: skip
-    result = run_training(config, storage_path=str(tmp_path), name="precise-bn")
-    assert result.error is None
-    trained = load_checkpoint(result.checkpoint.path)["model"]
+    run = run_training(config, storage_path=str(tmp_path), name="precise-bn")
+    assert run.latest is not None
+    trained = load_checkpoint(run.latest.location)["model"]
 
     # An independent recompute: torch's own update_bn on each rank's shard of the
     # epoch (torch's DistributedSampler permutation of the run's seed), averaged.
@@ -181,7 +181,7 @@ def test_validation_scores_a_model_whose_batchnorm_statistics_were_recomputed(
     with torch.no_grad():
         logits = model(_shard_batch(val_set, list(range(len(val_set)))))
     labels = torch.as_tensor(val_set.labels)
-    assert result.metrics[METRIC] == pytest.approx((logits.argmax(1) == labels).float().mean())
-    assert result.metrics["val_loss"] == pytest.approx(
+    assert run.latest.metrics[METRIC] == pytest.approx((logits.argmax(1) == labels).float().mean())
+    assert run.latest.metrics["val_loss"] == pytest.approx(
         torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-4
     )
