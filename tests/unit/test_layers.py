@@ -16,8 +16,11 @@ RAY_FREE = ("learn", "data", "report", "figures")
 
 
 def _modules(package: str) -> list[str]:
-    folder = PROJECT_ROOT / "cars" / package
-    return [f"cars.{package}.{p.stem}" for p in sorted(folder.glob("*.py")) if p.stem != "__init__"]
+    """Every module of ``cars.<package>``, its subpackages' too (``cars.data.layouts``)."""
+    root = PROJECT_ROOT / "cars"
+    paths = sorted((root / package).rglob("*.py"))
+    names = [".".join(p.relative_to(root.parent).with_suffix("").parts) for p in paths]
+    return [name.removesuffix(".__init__") for name in names]
 
 
 def _import_without_ray(modules: list[str]) -> list[str]:
