@@ -22,8 +22,11 @@ def init_ray(num_cpus: int | None = None) -> None:
     """Join the cluster in ``RAY_ADDRESS`` (as under ``ray job submit``) or start a local one.
 
     ``ray.init()`` with no arguments also joins a cluster started with
-    ``ray start`` on this machine. ``num_cpus`` is only for starting a local
-    cluster (the tests pin it); Ray refuses it when joining.
+    ``ray start`` on this machine. Where that cluster is gone (stopped without
+    ``ray stop``, killed), Ray would spend minutes trying to reach it before it
+    fails; a local one is started instead, and a warning says why. ``num_cpus``
+    is only for starting a local cluster (the tests pin it); Ray refuses it when
+    joining.
     """
     if ray.is_initialized():
         return
@@ -35,8 +38,40 @@ def init_ray(num_cpus: int | None = None) -> None:
     # machine, has none. Only an instance that ray.init starts here inherits this
     # process's environment: the processes of a cluster it joins keep their own.
     os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
-    ray.init(num_cpus=num_cpus, logging_level=_RAY_LOGGING_LEVEL)
+    address = None
+    gone = None if os.environ.get("RAY_ADDRESS") else find_gone_cluster()
+    if gone is not None:
+        logger.warning(
+            "The Ray cluster last started here with `ray start` (%s) no longer runs: starting "
+            "a local one instead. `ray stop` forgets it; set RAY_ADDRESS to join another.",
+            gone,
+        )
+        address = "local"
+    ray.init(address=address, num_cpus=num_cpus, logging_level=_RAY_LOGGING_LEVEL)
     _warn_about_other_local_instances()
+
+
+def ray_address_file() -> Path:
+    """Where ``ray start`` records the cluster that ``ray.init()`` joins: Ray's temp folder."""
+    system = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    return Path(system) / "ray" / "ray_current_cluster"
+
+
+def find_gone_cluster(address_file: Path | None = None, proc: Path = Path("/proc")) -> str | None:
+    """The address ``ray start`` recorded here if no raylet of that cluster runs here; else None.
+
+    Every node of a running cluster has a raylet that names its GCS (see
+    :func:`find_local_gcs_addresses`); where ``/proc`` cannot be read, nothing is
+    taken for gone.
+    """
+    path = address_file or ray_address_file()
+    try:
+        recorded = path.read_text().strip()
+    except OSError:  # no cluster recorded
+        return None
+    if not recorded or not proc.is_dir() or recorded in find_local_gcs_addresses(proc):
+        return None
+    return recorded
 
 
 def find_local_gcs_addresses(proc: Path = Path("/proc")) -> set[str]:

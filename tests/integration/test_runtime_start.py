@@ -1,0 +1,40 @@
+"""A job that finds the cluster `ray start` recorded here gone starts its own Ray at once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def test_a_job_starts_its_own_ray_where_the_recorded_cluster_is_gone() -> None:
+    # A cluster `ray start` recorded in Ray's temp folder, long gone: the job does not
+    # spend minutes trying to reach it. (A short folder: Ray's socket paths must fit.)
+    tmp_path = Path(tempfile.mkdtemp(prefix="gone-", dir="/tmp"))
+    recorded = tmp_path / "ray" / "ray_current_cluster"
+    recorded.parent.mkdir()
+    recorded.write_text("192.0.2.2:42649\n")
+    code = (
+        "import ray\n"
+        "from cars.cluster.runtime import init_ray\n"
+        "init_ray(num_cpus=1)\n"
+        "print('joined', ray.get_runtime_context().gcs_address)\n"
+        "ray.shutdown()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env |= {"RAY_TMPDIR": str(tmp_path), "TMPDIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "joined" in done.stdout and "192.0.2.2:42649" not in done.stdout
+    assert "(192.0.2.2:42649) no longer runs: starting a local one instead" in done.stderr
+    shutil.rmtree(tmp_path, ignore_errors=True)
