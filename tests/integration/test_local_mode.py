@@ -19,6 +19,7 @@ import pytest
 import ray
 from job_runner import job_env
 from ray.util.state import list_actors
+from state import connected_cluster
 
 from cars.cluster.resources import trains_in_process
 from cars.cluster.sweep import plan_resources, run_sweep
@@ -37,7 +38,10 @@ def _config(data: Path, epochs: int) -> TrainConfig:
 
 
 def _actor_classes() -> set[str]:
-    return {a.class_name for a in list_actors(limit=1000, raise_on_missing_output=False)}
+    return {
+        a.class_name
+        for a in list_actors(address=connected_cluster(), limit=1000, raise_on_missing_output=False)
+    }
 
 
 def test_a_one_worker_run_trains_in_its_own_process_and_resumes_its_last_checkpoint(
@@ -88,7 +92,7 @@ def _recorded_epoch(sweep_dir: Path) -> int:
 
 
 def _trial_pid() -> int:
-    actors = list_actors(filters=[("state", "=", "ALIVE")])
+    actors = list_actors(address=connected_cluster(), filters=[("state", "=", "ALIVE")])
     # Tune runs a function trainable in an actor of its ImplicitFunc class (a local class
     # of wrap_function, named so).
     pids = [a.pid for a in actors if a.class_name.endswith("ImplicitFunc")]

@@ -22,6 +22,7 @@ import ray
 from faults import TRAIN_SNAPSHOT_FILE
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
+from state import connected_cluster
 
 from cars.cluster.runtime import PREEMPTION_WATCHER_ENV
 from cars.cluster.sweep import SweepOutcome, run_sweep
@@ -108,7 +109,9 @@ class NodeLoss:
 
     def _actors_on(self, node_id: str) -> set[str]:
         try:
-            alive = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+            alive = list_actors(
+                address=connected_cluster(), filters=[("state", "=", "ALIVE")], limit=1000
+            )
         except Exception:  # the state API is still starting
             return set()
         return {actor.class_name for actor in alive if actor.node_id == node_id}

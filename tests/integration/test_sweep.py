@@ -88,8 +88,10 @@ def test_a_local_instance_runs_no_preemption_watcher(
     sweep: tuple[str, ray.tune.ResultGrid],
 ) -> None:
     from ray.util.state import list_actors
+    from state import connected_cluster
 
-    classes = {actor.class_name for actor in list_actors(limit=1000, raise_on_missing_output=False)}
+    actors = list_actors(address=connected_cluster(), limit=1000, raise_on_missing_output=False)
+    classes = {actor.class_name for actor in actors}
     assert "TrainController" in classes  # the listing does see the sweep's Train runs
     assert "PreemptionWatcher" not in classes
 

@@ -1,0 +1,15 @@
+"""Ray's state API asked about the cluster this process is connected to, and no other.
+
+Without an address the state API reads the cluster ``ray start`` last recorded on
+this machine (``/tmp/ray/ray_current_cluster``), which may be another instance
+(a test's ``Cluster``, a job's head) or one that is gone.
+"""
+
+from __future__ import annotations
+
+import ray
+
+
+def connected_cluster() -> str:
+    """The GCS address of the cluster this process joined, for the state API's ``address``."""
+    return ray.get_runtime_context().gcs_address
