@@ -164,7 +164,7 @@ import atexit, glob, os, signal, sys, time
 import ray
 from cars.cluster.session import end_quietly_on_sigterm
 
-context = ray.init(num_cpus=1, logging_level="WARNING")
+context = ray.init(address="local", num_cpus=1, logging_level="WARNING")
 
 @ray.remote
 class Trial:
