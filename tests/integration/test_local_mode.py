@@ -37,11 +37,15 @@ def _config(data: Path, epochs: int) -> TrainConfig:
     )
 
 
-def _actor_classes() -> set[str]:
-    return {
-        a.class_name
-        for a in list_actors(address=connected_cluster(), limit=1000, raise_on_missing_output=False)
-    }
+def _actors() -> dict[str, str]:
+    """Every actor the cluster has had, alive or dead: its id and class."""
+    actors = list_actors(address=connected_cluster(), limit=1000, raise_on_missing_output=False)
+    return {a.actor_id: a.class_name for a in actors}
+
+
+def _actor_classes(before: dict[str, str] | None = None) -> set[str]:
+    """The classes of the actors created since ``before`` (by earlier tests: all of them)."""
+    return {name for key, name in _actors().items() if key not in (before or {})}
 
 
 def test_a_one_worker_run_trains_in_its_own_process_and_resumes_its_last_checkpoint(
@@ -133,6 +137,7 @@ def test_tune_restarts_a_killed_one_worker_trial_from_its_last_checkpoint(
         except BaseException as error:  # raised again in the test's thread
             failed.append(error)
 
+    before = _actors()  # an earlier test's worker group may still be listed
     killer = threading.Thread(target=kill_after_first_checkpoint)
     killer.start()
     outcome = run_sweep(sweep)
@@ -150,7 +155,7 @@ def test_tune_restarts_a_killed_one_worker_trial_from_its_last_checkpoint(
     frame = outcome.results[0].metrics_dataframe
     assert frame["epoch"].is_unique and frame["epoch"].iloc[-1] == 4
     # No worker group anywhere, and the killed trial's reservation was released with it.
-    assert not {"TrainController", "RayTrainWorker"} & _actor_classes()
+    assert not {"TrainController", "RayTrainWorker"} & _actor_classes(before)
     deadline = time.monotonic() + 30
     while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
         time.sleep(1)
