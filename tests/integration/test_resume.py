@@ -6,14 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from faults import TRAIN_SNAPSHOT_FILE, recorded_epoch
 from job_runner import job_command, job_env, run_job
+from state import wait_for
 
 from cars.report.results import read_sweep_results
 
@@ -39,14 +38,6 @@ def _trial_statuses(sweep_dir: Path) -> dict[str, str]:
     except (json.JSONDecodeError, KeyError):
         return {}  # caught mid-write
     return {t["trial_id"]: t["status"] for t in (json.loads(data) for data, _ in trials)}
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_killed_sweep_resumes_where_it_stopped(prepared_set: Path, tmp_path: Path) -> None:
@@ -81,7 +72,7 @@ def test_killed_sweep_resumes_where_it_stopped(prepared_set: Path, tmp_path: Pat
             recorded = (run / TRAIN_SNAPSHOT_FILE).exists()
             return recorded and bool(checkpoints) and f"epoch-{EPOCHS:04d}" not in checkpoints
 
-        _wait_for(second_trial_started, 300, "the second trial's first epoch")
+        wait_for(second_trial_started, 300, "the second trial's first epoch")
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
@@ -166,7 +157,7 @@ def test_a_sweep_killed_before_tune_recorded_a_finished_trial_resumes(
             # once the trial has handed it the epoch and returned.
             return any(recorded_epoch(run) == 2 for run in sweep_dir.glob("train-*"))
 
-        _wait_for(a_train_run_ended, 300, "the first trial's last epoch")
+        wait_for(a_train_run_ended, 300, "the first trial's last epoch")
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()

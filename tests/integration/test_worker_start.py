@@ -9,8 +9,7 @@ trainer, failure budget and start-up settings); only the node's arrival is stage
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 import ray
 from ray.cluster_utils import Cluster
+from state import wait_for
 
 from cars.cluster.runtime import PREEMPTION_WATCHER_ENV
 from cars.cluster.train import WorkerStartError, run_training
@@ -55,14 +55,6 @@ def _placement_group_states() -> list[str]:
     return [group["state"] for group in ray.util.placement_group_table().values()]
 
 
-def _wait_for(found: Callable[[], bool], what: str, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not found():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def test_a_group_placed_on_a_later_try_trains(
     one_cpu_cluster: Cluster,
     prepared_set: Path,
@@ -74,7 +66,7 @@ def test_a_group_placed_on_a_later_try_trains(
     # signal handlers) once a try has timed out: its placement group was given up.
     with ThreadPoolExecutor(max_workers=1) as pool:
         training = pool.submit(run_training, config, storage_path=str(tmp_path), name="slow")
-        _wait_for(lambda: "REMOVED" in _placement_group_states(), "a try to time out")
+        wait_for(lambda: "REMOVED" in _placement_group_states(), 300, "a try to time out")
         one_cpu_cluster.add_node(num_cpus=1)
         run = training.result(timeout=600)
 
