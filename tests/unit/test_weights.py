@@ -156,13 +156,19 @@ def test_checkpoint_and_best_folder_load_from_s3(
     best = save_best_weights(tmp_path / "best", source, {}, SOURCE_CLASSES)
     pyarrow.fs.copy_files(str(best), join_path(run, "best"))
     assert load_checkpoint(join_path(run, "epoch-0001"))["class_names"] == SOURCE_CLASSES
+    # Each form is downloaded once (an Xception's weights are 88 MB) and compared with the
+    # source's state dict; build_model's own download of a URI is checked once, below.
+    expected = source.state_dict()
     for where in ("epoch-0001", "epoch-0001/checkpoint.pt", "best"):
         weights = read_weights(join_path(run, where))
         assert weights.path.startswith(f"{run}/{where}")
         assert weights.class_names == SOURCE_CLASSES
-        model = build_model("finetune", 5, 3, weights=join_path(run, where))
-        _assert_same_backbone(model, source)
-        _assert_same_head(model, source)
+        assert weights.state_dict.keys() == expected.keys()
+        assert all(torch.equal(weights.state_dict[k], v) for k, v in expected.items())
+    # And build_model takes a URI itself.
+    model = build_model("finetune", 5, 3, weights=join_path(run, "epoch-0001"))
+    _assert_same_backbone(model, source)
+    _assert_same_head(model, source)
     with pytest.raises(WeightsError, match=f"no project checkpoint at {run}/epoch-0009"):
         load_checkpoint(join_path(run, "epoch-0009"))
     with pytest.raises(WeightsError, match=f"weights file {run}/nowhere.pth does not exist"):
