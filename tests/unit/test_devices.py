@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cars.cluster.session import device_for
+from cars.cluster.devices import device_for
 
 
 def test_a_cpu_process_trains_on_the_cpu_whatever_gpus_exist() -> None:
