@@ -138,7 +138,7 @@ def _assigned_gpu(pick: dict[str, Any]) -> str:
     kind, _, index = pick["device"].partition(":")
     assert kind == "cuda" and index, pick
     # CUDA numbers the visible devices from 0: the device must be this process's GPU.
-    assert visible[int(index)] == gpu, pick
+    assert int(index) < len(visible) and visible[int(index)] == gpu, pick
     return gpu
 
 
@@ -161,14 +161,13 @@ def _sweep(name: str, data: Path, storage: Path, **overrides: Any) -> Any:
 def one_worker_gpu_sweep(
     gpu_cluster: Path, prepared_set: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[SweepOutcome, list[dict[str, Any]]]:
-    """Two one-worker GPU trials, held until both have picked (so they run at once)."""
+    """A one-worker GPU trial per regime, held until all have picked (so they run at once).
+
+    Three trials on two nodes: one node holds two of them, so some trial has a GPU
+    other than its node's first.
+    """
     sweep = _sweep(
-        "gpu-trials",
-        prepared_set,
-        tmp_path_factory.mktemp("runs"),
-        regimes=("frozen", "finetune"),
-        num_workers=1,
-        use_gpu=True,
+        "gpu-trials", prepared_set, tmp_path_factory.mktemp("runs"), num_workers=1, use_gpu=True
     )
     assert plan_resources(sweep).local_mode
     outcome, _ = _run_held(
@@ -186,8 +185,8 @@ def test_concurrent_one_worker_trials_each_train_on_their_own_gpu(
     outcome, picks = one_worker_gpu_sweep
     assert outcome.results.num_errors == 0
     # The trials trained in their own processes (no worker group), both at once.
-    assert len(picks) == 2 and not any(p["in_train_worker"] for p in picks)
-    assert len({p["run"] for p in picks}) == 2
+    assert len(picks) == 3 and not any(p["in_train_worker"] for p in picks)
+    assert len({p["run"] for p in picks}) == 3
     gpus = [(p["node"], _assigned_gpu(p)) for p in picks]
     assert len(set(gpus)) == len(gpus), picks
     for result in outcome.results:
