@@ -122,12 +122,9 @@ def _run_held(
     return result, seen["state"]
 
 
-def _picks(folder: Path, *, in_train_worker: bool | None = None) -> list[dict[str, Any]]:
-    return [
-        r
-        for r in read_records(folder)
-        if in_train_worker is None or r["in_train_worker"] == in_train_worker
-    ]
+def _picks(folder: Path) -> list[dict[str, Any]]:
+    """The device picks recorded since the folder was last cleared, oldest first."""
+    return read_records(folder)
 
 
 def _assigned_gpu(pick: dict[str, Any]) -> str:
