@@ -10,7 +10,7 @@ A one-worker trial trains in its own process instead (``local_mode``, see
 :mod:`cars.cluster.trial`): no controller, placement group or worker process to
 start and stop. Tune then reserves the worker's CPUs and GPU for the trial
 itself, and Ray's ``CUDA_VISIBLE_DEVICES`` for that process names its GPU
-(:func:`cars.cluster.session.choose_device`). This module is where that choice
+(:func:`cars.cluster.devices.choose_device`). This module is where that choice
 is made, once, for the sweep and its confirmation.
 """
 

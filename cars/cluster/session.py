@@ -15,7 +15,7 @@ its checkpoint. Two sessions answer, on Ray's public API only:
   Ray Train would, resumes from the latest, and in a trial reports to Tune with
   ``ray.tune.report``.
 
-Device choice lives in one function, :func:`choose_device`, for both.
+Both pick their device with :func:`cars.cluster.devices.choose_device`.
 """
 
 from __future__ import annotations
@@ -24,11 +24,9 @@ import abc
 import atexit
 import functools
 import logging
-import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.fs
@@ -40,73 +38,13 @@ import torch
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from torch.utils.data import DataLoader
 
+from cars.cluster.devices import choose_device
 from cars.config import TrainConfig
 from cars.learn.device import resolve_loader_workers
 from cars.learn.placement import Worker
 from cars.paths import is_uri
 from cars.runs import checkpoint_dir_name, persist_checkpoint, prune_checkpoints, read_run
 from cars.storage import local_copy
-
-VISIBLE_DEVICES_ENV = "CUDA_VISIBLE_DEVICES"
-
-
-@dataclass(frozen=True)
-class DeviceChoice:
-    """The device a process trains on, and what Ray told it: its GPU ids and visible devices."""
-
-    device: torch.device
-    gpu_ids: tuple[str, ...]
-    visible_devices: str | None
-
-
-def device_for(
-    use_gpu: bool, gpu_ids: tuple[str, ...], visible_devices: str | None
-) -> torch.device:
-    """The device of a process that reserved ``use_gpu``, given the GPUs Ray assigned it.
-
-    Ray names a process's GPUs by their ids on the node and sets
-    ``CUDA_VISIBLE_DEVICES`` to them, so CUDA numbers them from 0 in that list; a
-    process whose ``CUDA_VISIBLE_DEVICES`` Ray left alone sees every GPU by its id.
-    """
-    if not use_gpu:
-        return torch.device("cpu")
-    if not gpu_ids:
-        raise RuntimeError(
-            "this process reserved a GPU but Ray assigned it none: start Ray with the "
-            "node's GPUs (ray start --num-gpus N), or train on the CPU (--cpu)"
-        )
-    first = min(gpu_ids, key=lambda i: int(i) if i.isdigit() else i)
-    if visible_devices:
-        ids = [i.strip() for i in visible_devices.split(",")]
-        if first not in ids:
-            raise RuntimeError(
-                f"Ray assigned GPU {first}, which CUDA_VISIBLE_DEVICES={visible_devices} hides"
-            )
-        return torch.device("cuda", ids.index(first))
-    return torch.device("cuda", int(first))
-
-
-def choose_device(use_gpu: bool, *, in_train_worker: bool) -> DeviceChoice:
-    """The device this process trains on: the GPU Ray assigned it, or the CPU.
-
-    In a Ray Train worker, ``ray.train.torch.get_device()`` (which also knows the
-    worker's local rank); in a trial's own process, the GPU ids Ray assigned it.
-    A CPU process is made to see no GPU: Ray leaves every GPU visible to a process
-    that reserved none, and CUDA would pick the first.
-    """
-    visible = os.environ.get(VISIBLE_DEVICES_ENV)
-    if not ray.is_initialized():
-        # Outside Ray (a Ray-free check of the training loop) nothing was assigned.
-        device = torch.device("cuda" if use_gpu else "cpu")
-        return DeviceChoice(device, (), visible)
-    gpu_ids = tuple(str(i) for i in ray.get_gpu_ids())
-    if in_train_worker:
-        device = ray.train.torch.get_device()
-    else:
-        device = device_for(use_gpu, gpu_ids, visible)
-    if not use_gpu:
-        os.environ[VISIBLE_DEVICES_ENV] = ""
-    return DeviceChoice(device, gpu_ids, visible)
 
 
 class TrainSession(abc.ABC):

@@ -22,7 +22,8 @@ import torch
 from timm.utils import unwrap_model
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from cars.cluster.session import TrainSession, choose_device
+from cars.cluster.devices import choose_device
+from cars.cluster.session import TrainSession
 from cars.config import METRIC, TrainConfig, selection_scores
 from cars.data import (
     CarsDataset,

@@ -118,7 +118,10 @@ class BatchClassifier:
         threads: int,
         true_class_names: Sequence[str] | None = None,
     ) -> None:
-        self.device = configure_device("cuda" if use_gpu else "cpu", threads)
+        # Imported here: decoding tasks import this module and pick no device.
+        from cars.cluster.devices import choose_device
+
+        self.device = configure_device(choose_device(use_gpu).device, threads)
         self.classifier = load_classifier(model).to(self.device)
         self.true_class_names = None if true_class_names is None else list(true_class_names)
 

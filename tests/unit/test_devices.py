@@ -1,11 +1,14 @@
-"""The device a process trains on, from what Ray assigned it."""
+"""The device a process computes on, from what Ray assigned it."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import ray
 import torch
 
-from cars.cluster.session import device_for
+from cars.cluster.devices import VISIBLE_DEVICES_ENV, DeviceChoice, choose_device, device_for
 
 
 def test_a_cpu_process_trains_on_the_cpu_whatever_gpus_exist() -> None:
@@ -28,3 +31,14 @@ def test_a_gpu_process_without_an_assigned_gpu_is_an_error() -> None:
         device_for(True, (), None)
     with pytest.raises(RuntimeError, match="hides"):
         device_for(True, ("2",), "0,1")
+
+
+def test_outside_ray_a_process_takes_the_device_it_asks_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Ray-free check of the loop: nothing was assigned, and the environment stays as it is."""
+    monkeypatch.setenv(VISIBLE_DEVICES_ENV, "1,2")
+    assert not ray.is_initialized()
+    assert choose_device(True) == DeviceChoice(torch.device("cuda"), (), "1,2")
+    assert choose_device(False) == DeviceChoice(torch.device("cpu"), (), "1,2")
+    assert os.environ[VISIBLE_DEVICES_ENV] == "1,2"
