@@ -46,7 +46,7 @@ def test_killed_sweep_resumes_where_it_stopped(prepared_set: Path, tmp_path: Pat
     args = [
         "--data", str(prepared_set), "--preset", "smoke", "--regimes", "frozen", "finetune",
         "--weights", "none",
-        "--epochs", str(EPOCHS), "--image-size", "64", "--storage", str(storage),
+        "--epochs", str(EPOCHS), "--image-size", "128", "--storage", str(storage),
         "--name", "resumable", "--no-report",
     ]  # fmt: skip
     log = (tmp_path / "first.log").open("w")
