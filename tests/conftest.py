@@ -23,6 +23,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kind = Path(str(item.fspath)).resolve().relative_to(TESTS_DIR).parts[0]
         if kind in ("unit", "integration"):
             item.add_marker(getattr(pytest.mark, kind))
+    # The tests on the shared Ray first, together, so that it starts once (see
+    # tests/integration/conftest.py); the order within each group is kept.
+    items.sort(key=lambda item: "ray_cluster" not in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(scope="session")

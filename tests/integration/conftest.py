@@ -1,29 +1,114 @@
-"""A real local Ray cluster for the integration tests, started once per session."""
+"""One real local Ray shared by the integration tests, and one smoke sweep they read.
+
+Starting Ray costs seconds and a sweep minutes on 2 CPUs, so each is paid once per
+session: every test that asks for ``ray_cluster`` runs on the same 2-CPU local Ray
+(the tests that use it are ordered first, see ``tests/conftest.py``), and the tests
+that only read a finished sweep and its report read ``smoke_sweep`` and
+``smoke_report``. Tests that kill, crash or lose things keep clusters of their own.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import ray
 
 from cars.cluster.runtime import init_ray
+from cars.cluster.sweep import SweepOutcome, run_sweep
+from cars.report import write_report
+from cars.sweep_config import create_sweep_config
 
 # Fail fast instead of waiting the default minute for a worker group that cannot start.
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "45")
 
+SHARED_RAY_FIXTURE = "ray_cluster"
 
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    """A 2-CPU local Ray, as on the CI machine, shut down after the module.
 
-    Never alive while a test runs a job in its own process: with two local Ray
-    instances, Ray's state API refuses to pick one, and Train's placement-group
-    cleaner can no longer release finished worker groups.
+class SharedRay:
+    """The shared local Ray: started when a test needs it, shut down when one must not see it.
+
+    Never alive while a test runs a job in its own process or a cluster of its own:
+    with two local Ray instances, Ray's state API refuses to pick one, and Train's
+    placement-group cleaner can no longer release finished worker groups.
     """
-    if ray.is_initialized():
-        ray.shutdown()
-    init_ray(num_cpus=2)
+
+    running = False
+
+    @classmethod
+    def start(cls) -> None:
+        if cls.running and ray.is_initialized():
+            return
+        if ray.is_initialized():  # a test's own cluster, left connected
+            ray.shutdown()
+        init_ray(num_cpus=2)  # 2 CPUs, as on the CI machine
+        cls.running = True
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.running:
+            ray.shutdown()
+            cls.running = False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before a test's fixtures: the shared Ray up for a test that uses it, down otherwise."""
+    if SHARED_RAY_FIXTURE in getattr(item, "fixturenames", ()):
+        SharedRay.start()
+    else:
+        SharedRay.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """The shared 2-CPU local Ray (see ``SharedRay``), shut down after the session."""
+    SharedRay.start()
     yield
-    ray.shutdown()
+    SharedRay.stop()
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(
+    ray_cluster: None, prepared_set: Path, tmp_path_factory: pytest.TempPathFactory
+) -> SweepOutcome:
+    """A finished smoke sweep: 2 regimes x 2 trials of 2 workers, ASHA over 2 epochs.
+
+    Two regimes, so that the report compares them; two trials each, so that ASHA
+    has a trial to stop and each regime a best to choose; two workers, so that
+    every trial is a Ray Train worker group. The preset's 64 px inputs: at 32 px
+    Xception's last feature map is a single cell, and the report's Grad-CAMs, which
+    its readers measure, are blank.
+    """
+    config = create_sweep_config(
+        "smoke",
+        "four-trials",
+        data=str(prepared_set),
+        storage=str(tmp_path_factory.mktemp("runs")),
+        weights="none",
+        regimes=("frozen", "finetune"),
+        num_samples=2,
+        epochs=2,
+        grace_period=1,
+        reduction_factor=2,
+        num_workers=2,
+    )
+    return run_sweep(config)
+
+
+@pytest.fixture(scope="session")
+def smoke_report(smoke_sweep: SweepOutcome, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report of ``smoke_sweep``, written once."""
+    return Path(write_report(smoke_sweep.path, str(tmp_path_factory.mktemp("reports"))).path)
+
+
+@pytest.fixture(scope="session")
+def demo_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``--storage`` of the tests that run the built-in demo, as a user's runs folder.
+
+    The demo trains its source model there once, keyed by what it depends on (the image
+    size among them), and the next demo run reuses it, as a user's second run does.
+    """
+    return tmp_path_factory.mktemp("demo-runs")

@@ -15,13 +15,15 @@ pytestmark = pytest.mark.slow
 FAILURE_MARKS = ("Traceback", "Exception ignored")
 
 
-def test_a_successful_one_worker_smoke_sweep_prints_no_traceback(tmp_path: Path) -> None:
+def test_a_successful_one_worker_smoke_sweep_prints_no_traceback(
+    demo_storage: Path, tmp_path: Path
+) -> None:
     done = run_job(
         "sweep",
         [
             "--preset", "smoke", "--regimes", "frozen", "scratch", "--num-workers", "1",
             "--epochs", "2", "--image-size", "32", "--name", "clean",
-            "--storage", str(tmp_path / "runs"), "--reports", str(tmp_path / "reports"),
+            "--storage", str(demo_storage), "--reports", str(tmp_path / "reports"),
         ],
         cwd=tmp_path,
     )  # fmt: skip

@@ -16,6 +16,7 @@ from job_runner import (
     ray_cli,
     readme_head_commands,
     run_job,
+    run_jobs_forked,
     start_ray_head,
     stop_ray,
 )
@@ -96,14 +97,16 @@ def test_the_readmes_head_does_not_start_open_where_no_token_can_be_made(home: P
 
 
 def test_smoke_demo_and_its_prediction_submitted_with_the_ray_jobs_cli(
-    ray_head: str, home: Path, tmp_path: Path
+    ray_head: str, home: Path, demo_storage: Path, tmp_path: Path
 ) -> None:
     env = head_env(home, RAY_AUTH_MODE="token")
+    # 32 px, as test_clean_output's demo: the source model one of them trained is reused.
     submitted = subprocess.run(
         [
             ray_cli(), "job", "submit", "--address", ray_head, "--",
-            "python", "jobs/sweep.py", "--preset", "smoke", "--name", "submitted",
-            "--storage", str(tmp_path / "runs"), "--reports", str(tmp_path / "reports"),
+            "python", "jobs/sweep.py", "--preset", "smoke", "--image-size", "32",
+            "--name", "submitted", "--storage", str(demo_storage),
+            "--reports", str(tmp_path / "reports"),
         ],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
@@ -117,10 +120,10 @@ def test_smoke_demo_and_its_prediction_submitted_with_the_ray_jobs_cli(
     assert set(trials["status"]) == {"finished"}
     summary = (report / "summary.md").read_text()
     assert "standing in for ImageNet" in summary
-    assert (tmp_path / "runs" / "submitted" / "sweep.json").is_file()
+    assert (demo_storage / "submitted" / "sweep.json").is_file()
 
     # The sweep's best model classifies its test split as a Ray Data job on the same cluster.
-    data = json.loads((tmp_path / "runs" / "submitted" / "sweep.json").read_text())["data"]
+    data = json.loads((demo_storage / "submitted" / "sweep.json").read_text())["data"]
     predicted = subprocess.run(
         [
             ray_cli(), "job", "submit", "--address", ray_head, "--",
@@ -146,7 +149,7 @@ def test_train_job_prints_each_epoch_and_where_results_went(
         "train",
         [
             "--data", str(prepared_set), "--regime", "scratch", "--epochs", "2",
-            "--image-size", "64", "--batch-size", "8", "--num-workers", "2",
+            "--image-size", "32", "--batch-size", "8", "--num-workers", "2",
             "--storage", str(tmp_path / "runs"), "--name", "one-run",
         ],
         cwd=tmp_path,
@@ -159,21 +162,31 @@ def test_train_job_prints_each_epoch_and_where_results_went(
     assert (tmp_path / "runs" / "one-run" / "epoch-0002" / "checkpoint.pt").is_file()
 
 
+BAD_INPUT = [
+    ("sweep", ["--preset", "full"], "pass --data"),
+    ("sweep", ["--data", "nowhere"], "does not exist"),
+    ("sweep", ["--resume", "--name", "nothing", "--storage", "runs-x"], "no sweep named"),
+    ("report", ["--sweep", "nowhere"], "not a sweep of this project"),
+    ("train", ["--data", "nowhere"], "does not exist"),
+    ("train", ["--data", "x", "--regime", "scratch", "--weights", "imagenet"], "weights="),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory: pytest.TempPathFactory) -> list[subprocess.CompletedProcess]:
+    """Every case of ``BAD_INPUT`` run as its job, each in its own process, in one go."""
+    cwd = tmp_path_factory.mktemp("bad-input")
+    return run_jobs_forked([(job, args) for job, args, _ in BAD_INPUT], cwd=cwd)
+
+
 @pytest.mark.parametrize(
-    ("job", "args", "message"),
-    [
-        ("sweep", ["--preset", "full"], "pass --data"),
-        ("sweep", ["--data", "nowhere"], "does not exist"),
-        ("sweep", ["--resume", "--name", "nothing", "--storage", "runs-x"], "no sweep named"),
-        ("report", ["--sweep", "nowhere"], "not a sweep of this project"),
-        ("train", ["--data", "nowhere"], "does not exist"),
-        ("train", ["--data", "x", "--regime", "scratch", "--weights", "imagenet"], "weights="),
-    ],
+    "case", range(len(BAD_INPUT)), ids=[f"{job}-{message}" for job, _, message in BAD_INPUT]
 )
 def test_bad_input_exits_2_with_a_clear_message(
-    job: str, args: list[str], message: str, tmp_path: Path
+    case: int, bad_input_runs: list[subprocess.CompletedProcess]
 ) -> None:
-    done = run_job(job, args, cwd=tmp_path, timeout=300)
+    _, _, message = BAD_INPUT[case]
+    done = bad_input_runs[case]
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr

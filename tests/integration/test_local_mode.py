@@ -43,20 +43,21 @@ def _actors() -> dict[str, str]:
     return {a.actor_id: a.class_name for a in actors}
 
 
-def _actor_classes(before: dict[str, str] | None = None) -> set[str]:
-    """The classes of the actors created since ``before`` (by earlier tests: all of them)."""
-    return {name for key, name in _actors().items() if key not in (before or {})}
+def _actor_classes(before: dict[str, str]) -> set[str]:
+    """The classes of the actors created since ``before`` was listed."""
+    return {name for key, name in _actors().items() if key not in before}
 
 
 def test_a_one_worker_run_trains_in_its_own_process_and_resumes_its_last_checkpoint(
     ray_cluster: None, prepared_set: Path, tmp_path: Path
 ) -> None:
     assert trains_in_process(1) and not trains_in_process(2)
+    before = _actors()  # the shared cluster's earlier tests started worker groups
     first = run_training(_config(prepared_set, 1), storage_path=str(tmp_path), name="local")
     assert [c.epoch for c in first.checkpoints] == [1]
     assert first.history[0]["world_size"] == 1
     # No worker group was started for it: no controller, no Train worker.
-    assert not {"TrainController", "RayTrainWorker"} & _actor_classes()
+    assert not {"TrainController", "RayTrainWorker"} & _actor_classes(before)
 
     run = run_training(_config(prepared_set, 3), storage_path=str(tmp_path), name="local")
     # Epoch 1 was not trained again: its row is the first run's, to the timestamp.

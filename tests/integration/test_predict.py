@@ -19,40 +19,21 @@ import torch
 from PIL import Image
 from tensorboardX.proto.event_pb2 import Event
 
-from cars.cluster.sweep import run_sweep
+from cars.cluster.sweep import SweepOutcome
 from cars.config import TrainConfig
 from cars.data import CarsDataset, create_input_normalizer, read_dataset_info
 from cars.learn.classifier import load_classifier
 from cars.prediction.config import PredictConfig
 from cars.prediction.job import run_prediction
-from cars.report import write_report
 from cars.report.scoring import create_eval_dataset, load_trial_model
-from cars.sweep_config import create_sweep_config
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def study(
-    ray_cluster: None, prepared_set: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[ray.tune.ResultGrid, Path]:
-    """One small sweep (a frozen and a finetune trial) and its report."""
-    config = create_sweep_config(
-        "smoke",
-        "predict-source",
-        data=str(prepared_set),
-        storage=str(tmp_path_factory.mktemp("runs")),
-        weights="none",
-        regimes=("frozen", "finetune"),
-        num_samples=1,
-        epochs=2,
-        image_size=32,
-        num_workers=1,
-        gradcam_images=2,
-    )
-    outcome = run_sweep(config)
-    report = write_report(outcome.path, str(tmp_path_factory.mktemp("reports"))).path
-    return outcome.results, Path(report)
+@pytest.fixture
+def study(smoke_sweep: SweepOutcome, smoke_report: Path) -> tuple[ray.tune.ResultGrid, Path]:
+    """The session's smoke sweep (two regimes, two trials each) and its report."""
+    return smoke_sweep.results, smoke_report
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +67,9 @@ def test_every_trial_writes_its_curves_for_tensorboard(
     study: tuple[ray.tune.ResultGrid, Path],
 ) -> None:
     results, _ = study
-    assert len(results) == 2
+    assert (
+        sorted(result.config["regime"] for result in results) == ["finetune"] * 2 + ["frozen"] * 2
+    )
     for result in results:
         trial_dir = Path(result.path)
         assert trial_dir.name.startswith(f"{result.config['regime']}_")

@@ -1,4 +1,6 @@
-"""A real sweep of 4 trials x 2 workers on a 2-CPU Ray, and the report written from it."""
+"""A real sweep of 4 trials x 2 workers on a 2-CPU Ray, and the report written from it.
+
+Both are the session's (``smoke_sweep`` and ``smoke_report``), read by test_predict too."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import torch
 from PIL import Image
 
 from cars.cluster.resources import TrialResources
-from cars.cluster.sweep import create_base_config, prepare_shared_features, run_sweep
+from cars.cluster.sweep import SweepOutcome, create_base_config, prepare_shared_features
 from cars.cluster.trial import trial_train_config
 from cars.cluster.worker import prepare_features
 from cars.config import RANDOM_INIT
@@ -31,34 +33,15 @@ from cars.sweep_config import create_sweep_config
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def sweep(
-    ray_cluster: None, prepared_set: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[str, ray.tune.ResultGrid]:
-    storage = tmp_path_factory.mktemp("runs")
-    config = create_sweep_config(
-        "smoke",
-        "four-trials",
-        data=str(prepared_set),
-        storage=str(storage),
-        weights="none",
-        regimes=("frozen", "finetune"),
-        num_samples=2,
-        epochs=2,
-        grace_period=1,
-        reduction_factor=2,
-        num_workers=2,
-    )
-    outcome = run_sweep(config)
-    return outcome.path, outcome.results
+@pytest.fixture
+def sweep(smoke_sweep: SweepOutcome) -> tuple[str, ray.tune.ResultGrid]:
+    """The session's smoke sweep (tests/integration/conftest.py): 4 trials x 2 workers."""
+    return smoke_sweep.path, smoke_sweep.results
 
 
-@pytest.fixture(scope="module")
-def report(
-    sweep: tuple[str, ray.tune.ResultGrid], tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    path, _ = sweep
-    return Path(write_report(path, str(tmp_path_factory.mktemp("reports"))).path)
+@pytest.fixture
+def report(smoke_report: Path) -> Path:
+    return smoke_report
 
 
 def test_every_trial_runs_to_completion_without_leaking_resources(

@@ -28,7 +28,7 @@ def _config(data: Path, **changes: object) -> TrainConfig:
         "regime": "scratch",
         "epochs": 2,
         "batch_size": 8,
-        "image_size": 64,
+        "image_size": 32,
         "num_workers": 2,
         "cpus_per_worker": 1.0,
         "max_failures": 1,
@@ -66,7 +66,7 @@ def test_a_crashed_worker_is_restarted_and_resumes_its_schedule(
     ray_cluster: None, prepared_set: Path, tmp_path: Path
 ) -> None:
     log, marker = tmp_path / "epochs.jsonl", tmp_path / "crashed"
-    config = _config(prepared_set, epochs=3, checkpoints_to_keep=3, image_size=32)
+    config = _config(prepared_set, epochs=3, checkpoints_to_keep=3)
     watched = WatchedWorker(
         str(log), crash_in_epoch=2, marker=str(marker), run_dir=str(tmp_path / "crash-once")
     )
@@ -107,9 +107,9 @@ def test_a_frozen_run_on_cached_features_matches_one_on_images(
     ray_cluster: None, prepared_set: Path, tmp_path: Path
 ) -> None:
     store = tmp_path / "features"
-    config = _config(
-        prepared_set, regime="frozen", augment="none", image_size=32, lr=1e-2, seed=5
-    ).replace(feature_store=str(store))
+    config = _config(prepared_set, regime="frozen", augment="none", lr=1e-2, seed=5).replace(
+        feature_store=str(store)
+    )
     on_images = run_training(
         config.replace(feature_cache=False), storage_path=str(tmp_path), name="frozen-images"
     )
@@ -149,7 +149,7 @@ def test_validation_scores_a_model_whose_batchnorm_statistics_were_recomputed(
     # One step per worker over half of the 36 training images each, then precise BN
     # over that same half: the statistics of the model that validation then scores.
     config = _config(
-        prepared_set, epochs=1, batch_size=36, image_size=32, augment="none", seed=5,
+        prepared_set, epochs=1, batch_size=36, augment="none", seed=5,
         precise_bn_samples=36,
     )  # fmt: skip
     run = run_training(config, storage_path=str(tmp_path), name="precise-bn")
