@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -61,56 +60,6 @@ def run_job(
         timeout=timeout,
         check=False,
     )
-
-
-# Runs each job of argv[1] (a JSON list of [job script, args]) in a process forked from
-# this one, once the jobs' modules are imported: each case's own process, output and
-# exit status, from one interpreter start. Results are written to argv[2] as JSON.
-_FORKED_JOBS = """
-import json, os, runpy, sys
-cases, results = json.loads(sys.argv[1]), []
-for script in dict.fromkeys(script for script, _ in cases):
-    runpy.run_path(script, run_name="imported")  # the job's imports, not its main
-for index, (script, args) in enumerate(cases):
-    streams = [f"{sys.argv[2]}.{index}.{name}" for name in ("out", "err")]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # the job, as `python SCRIPT ARGS` runs it: the interpreter ends it
-        for fd, path in zip((1, 2), streams):
-            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-        sys.argv, sys.path[0] = [script, *args], os.path.dirname(script)
-        runpy.run_path(script, run_name="__main__")
-        raise SystemExit(0)
-    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    results.append([status, *(open(path).read() for path in streams)])
-with open(sys.argv[2], "w") as out:
-    json.dump(results, out)
-"""
-
-
-def run_jobs_forked(
-    cases: Sequence[tuple[str, Sequence[str]]], *, cwd: Path, timeout: float = 600
-) -> list[subprocess.CompletedProcess[str]]:
-    """Run each ``(job, args)`` to its end from ``cwd``, each in a process of its own.
-
-    For jobs that end before they start Ray (bad input): every case is forked from one
-    Python that has imported the jobs, instead of paying for a Python, torch and Ray
-    import each; each still runs as ``python jobs/<job>.py ARGS`` and exits as such.
-    """
-    results = cwd / "forked-jobs.json"
-    argv = [[job_command(job, args)[1], list(args)] for job, args in cases]
-    driver = subprocess.run(
-        [sys.executable, "-c", _FORKED_JOBS, json.dumps(argv), str(results)],
-        cwd=cwd, env=job_env(), capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
-    assert driver.returncode == 0, driver.stdout[-3000:] + driver.stderr[-3000:]
-    return [
-        subprocess.CompletedProcess(job_command(job, args), status, stdout, stderr)
-        for (job, args), (status, stdout, stderr) in zip(
-            cases, json.loads(results.read_text()), strict=True
-        )
-    ]
 
 
 # Ports a Ray head takes by default whatever it is told: the client server,
