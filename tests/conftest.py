@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from s3_server import s3_environment
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -67,7 +68,6 @@ def s3_bucket() -> Iterator[str]:
     for the module, so pyarrow here, the jobs run as subprocesses and the Ray
     they start all reach the same server.
     """
-    import pyarrow.fs
     from moto.server import ThreadedMotoServer
 
     # The server logs every request at INFO, thousands per sweep.
@@ -76,20 +76,7 @@ def s3_bucket() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     try:
-        with pytest.MonkeyPatch.context() as env:
-            for name, value in {
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-                "AWS_EC2_METADATA_DISABLED": "true",
-            }.items():
-                env.setenv(name, value)
-            # FileSystem.from_uri reads AWS_ENDPOINT_URL; the S3FileSystem constructor does not.
-            filesystem, bucket = pyarrow.fs.FileSystem.from_uri(
-                f"s3://{S3_BUCKET}?allow_bucket_creation=true"
-            )
-            filesystem.create_dir(bucket)
-            yield f"s3://{S3_BUCKET}"
+        with s3_environment(f"http://{host}:{port}", S3_BUCKET) as uri:
+            yield uri
     finally:
         server.stop()

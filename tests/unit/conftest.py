@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from s3_server import s3_environment
 
 
 @pytest.fixture(scope="session")
@@ -33,22 +34,7 @@ def s3_bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> Iterator[str]
     Clients find it the standard AWS way: the ``AWS_*`` variables are set for the module
     only, as the suite-wide fixture of the same name sets them.
     """
-    import pyarrow.fs
-
     module = request.module.__name__.rsplit(".", 1)[-1]
     bucket = "cars-" + re.sub(r"[^a-z0-9]+", "-", module.lower()).strip("-")
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": s3_endpoint,
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }.items():
-            env.setenv(name, value)
-        # FileSystem.from_uri reads AWS_ENDPOINT_URL; the S3FileSystem constructor does not.
-        filesystem, path = pyarrow.fs.FileSystem.from_uri(
-            f"s3://{bucket}?allow_bucket_creation=true"
-        )
-        filesystem.create_dir(path)
-        yield f"s3://{bucket}"
+    with s3_environment(s3_endpoint, bucket) as uri:
+        yield uri
