@@ -149,6 +149,15 @@ def test_wilcoxon_matches_scipy_and_handles_ties_and_gaps() -> None:
     assert math.isnan(wilcoxon_p_value(np.zeros(0), np.zeros(0)))
 
 
+def test_wilcoxon_counts_pairs_equal_up_to_float32_rounding_as_ties() -> None:
+    # Two runs of the same report: CAM measures from float32 maps differ in their last bits.
+    a = np.array([1.30, 0.85, 1.10, 2.40, 0.95])
+    b = np.array([1.10, 0.85, 1.10, 2.00, 0.70])
+    rerun = b + np.array([0.0, 3e-7, -2e-7, 0.0, 0.0])
+    assert wilcoxon_p_value(a, rerun) == wilcoxon_p_value(a, b)
+    assert wilcoxon_p_value(b, rerun) == 1.0
+
+
 def test_seed_spread_is_mean_and_sample_deviation() -> None:
     spread = seed_spread([0.5, 0.7, np.nan])
     assert spread.mean == pytest.approx(0.6)
