@@ -103,31 +103,17 @@ def score_probabilities(
     return loss, top1.double().mean().item(), top5.double().mean().item()
 
 
-def score_checkpoint(
-    checkpoint: str, config: dict[str, Any], device: torch.device | None = None
-) -> TestScore:
-    """Score a checkpoint on its data set's test split, on ``device``.
-
-    Without a device, on this machine's GPU when it has one: the report's own
-    process, which reserved nothing from Ray.
-    """
+def score_checkpoint(checkpoint: str, config: dict[str, Any]) -> TestScore:
+    """Score a checkpoint on its data set's test split, on a GPU when one is assigned."""
     train_config = TrainConfig.from_dict(config)
     info = read_dataset_info(train_config.data)
-    if device is None:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_trial_model(checkpoint, train_config, list(info.class_names))
     dataset = create_eval_dataset(train_config)
     probabilities = predict(model, dataset, device)
     labels = np.asarray(dataset.labels, dtype=np.int64)
     loss, acc, top5 = score_probabilities(probabilities, labels)
     return TestScore(probabilities=probabilities, labels=labels, loss=loss, acc=acc, top5=top5)
-
-
-def _score_on_assigned_gpu(checkpoint: str, config: dict[str, Any]) -> TestScore:
-    """A scoring task: on the GPU Ray assigned it, not the first one CUDA shows."""
-    from cars.cluster.devices import choose_device
-
-    return score_checkpoint(checkpoint, config, choose_device(True).device)
 
 
 def score_checkpoints(jobs: list[tuple[str, dict[str, Any]]], use_gpu: bool) -> list[TestScore]:
@@ -141,5 +127,5 @@ def score_checkpoints(jobs: list[tuple[str, dict[str, Any]]], use_gpu: bool) -> 
             "a GPU sweep's checkpoints are scored as Ray tasks on the cluster's GPUs: "
             "join the cluster first (cars.cluster.runtime.init_ray)"
         )
-    task = ray.remote(num_gpus=1, num_cpus=4)(_score_on_assigned_gpu)
+    task = ray.remote(num_gpus=1, num_cpus=4)(score_checkpoint)
     return ray.get([task.remote(checkpoint, config) for checkpoint, config in jobs])

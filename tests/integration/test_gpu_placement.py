@@ -60,6 +60,9 @@ def gpu_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if ray.is_initialized():
         ray.shutdown()
     os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
+    # An earlier CPU run in this process hid the GPUs (CUDA_VISIBLE_DEVICES=""); the
+    # nodes started from here would inherit that and refuse the GPUs they declare.
+    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
     folder = tmp_path_factory.mktemp("placement")
     cluster = Cluster(
         initialize_head=True,
