@@ -60,7 +60,7 @@ def repack(wheel: Path, out: Path) -> Path:
     partial = tarball.with_name(tarball.name + ".partial")
     with (
         zipfile.ZipFile(wheel) as archive,
-        tarfile.open(partial, "w:xz", preset=6 | lzma.PRESET_DEFAULT) as packed,
+        tarfile.open(partial, "w:xz", preset=lzma.PRESET_DEFAULT) as packed,
     ):
         for member in archive.infolist():
             if member.is_dir() or member.filename.startswith(DROPPED):

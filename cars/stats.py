@@ -166,8 +166,9 @@ def wilcoxon_p_value(a: np.ndarray, b: np.ndarray) -> float:
     if first.shape != second.shape:
         raise ValueError(f"measures of different image sets: {first.size} and {second.size}")
     keep = ~(np.isnan(first) | np.isnan(second))
-    differences = first[keep] - second[keep]
-    differences[np.isclose(first[keep], second[keep], rtol=1e-5, atol=1e-6)] = 0.0
+    first, second = first[keep], second[keep]
+    differences = first - second
+    differences[np.isclose(first, second, rtol=1e-5, atol=1e-6)] = 0.0
     if differences.size == 0:
         return NAN
     if not differences.any():
