@@ -15,6 +15,8 @@ the training process.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -35,6 +37,27 @@ def configure_device(device: torch.device | str, cpus: float | None = None) -> t
     elif cpus is not None:
         torch.set_num_threads(max(1, int(cpus)))
     return device
+
+
+STARTING_THREADS = torch.get_num_threads()
+"""Torch's intra-op threads in this process before anything here set them."""
+
+
+@contextmanager
+def starting_threads() -> Iterator[None]:
+    """Compute the body on the threads this process started with, then restore the count.
+
+    A float sum split over threads rounds by how it was split: the same CAMs on one
+    and on two threads differ in their last bits. Whatever ran earlier in the
+    process (a trial that set its own threads), a body run here computes as a
+    fresh process does, so that the same inputs give the same bytes.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(STARTING_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def available_cpus() -> int:

@@ -22,6 +22,7 @@ from cars.data import read_dataset_info
 from cars.data.staging import staged_folder
 from cars.figures import plot_learning_curves
 from cars.learn.checkpoint import load_checkpoint, save_best_weights
+from cars.learn.device import starting_threads
 from cars.report.cam_models import load_cam_models
 from cars.report.cam_view import choose_cam_view
 from cars.report.cams import add_measured_images, select_images, write_gradcam
@@ -327,7 +328,9 @@ def write_results_report(
     regimes = select_regime_bests(results.trials)
     compared = _compared_regimes(results, regimes, info.counts.get("val", 0), notes)
     target = Path(reports_dir) / results.name
-    with staged_folder(target, replace=True) as stage:
+    # Writing the report again writes the same bytes: its scores and CAMs are
+    # computed on the threads a fresh process has, whatever this one ran before.
+    with staged_folder(target, replace=True) as stage, starting_threads():
         _write_runs(stage, results, notes)
         found = _score_and_explain(
             stage,

@@ -240,7 +240,9 @@ def test_predict_gpu_actors_get_one_gpu_each_and_the_pool_every_gpu(
         address=connected_cluster(), detail=True, limit=1000, raise_on_missing_output=False
     )
     pool = [a for a in actors if "BatchClassifier" in a.class_name]
-    assert len(pool) == len(picks)
+    # Every pick is a pool actor's; an actor the pool scaled down before its
+    # constructor ran picked nothing.
+    assert {p["pid"] for p in picks} <= {a.pid for a in pool}, (picks, pool)
     assert all(a.required_resources.get("GPU") == 1 for a in pool), pool
 
 

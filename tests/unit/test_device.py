@@ -9,11 +9,15 @@ from devices import NEEDS_CUDA
 from cars.config import TrainConfig
 from cars.learn import device as device_module
 from cars.learn.device import (
+    STARTING_THREADS,
     configure_device,
     loader_options,
     loader_workers_for,
     resolve_loader_workers,
+    starting_threads,
 )
+from cars.learn.gradcam import compute_cams
+from cars.learn.model import build_model
 
 
 @pytest.fixture
@@ -70,3 +74,24 @@ def test_a_gpu_process_lets_cudnn_pick_its_kernels(device: str) -> None:
         assert torch.backends.cudnn.benchmark
     finally:
         torch.backends.cudnn.benchmark = before
+
+
+@pytest.mark.skipif(STARTING_THREADS < 2, reason="needs a process that starts on 2+ threads")
+def test_work_on_the_starting_threads_gives_the_same_bits_whatever_ran_before() -> None:
+    # A trial that held one CPU leaves this process on one thread; the same CAMs
+    # on one and on two threads differ in their last bits.
+    torch.manual_seed(0)
+    model = build_model("scratch", num_classes=4)
+    pixels = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    cams = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, STARTING_THREADS):
+            torch.set_num_threads(threads)
+            with starting_threads():
+                assert torch.get_num_threads() == STARTING_THREADS
+                cams.append(compute_cams(model, pixels).cams)
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    assert cams[0].tobytes() == cams[1].tobytes()
