@@ -21,10 +21,7 @@ Both pick their device with :func:`cars.cluster.devices.choose_device`.
 from __future__ import annotations
 
 import abc
-import atexit
-import functools
 import logging
-import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -39,6 +36,7 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from torch.utils.data import DataLoader
 
 from cars.cluster.devices import choose_device
+from cars.cluster.signals import end_quietly_on_sigterm
 from cars.config import TrainConfig
 from cars.learn.device import resolve_loader_workers
 from cars.learn.placement import Worker
@@ -77,6 +75,7 @@ class RayTrainSession(TrainSession):
     """A worker of a Ray Train worker group."""
 
     def __init__(self, config: TrainConfig) -> None:
+        end_quietly_on_sigterm()
         context = ray.train.get_context()
         self.device_choice = choose_device(config.use_gpu, in_train_worker=True)
         self.worker = Worker.on(
@@ -121,24 +120,6 @@ def _keep_library_logs_at_warning() -> None:
     warnings only in a worker.
     """
     logging.getLogger().setLevel(logging.WARNING)
-
-
-@functools.cache
-def end_quietly_on_sigterm() -> None:
-    """Let a SIGTERM that reaches this process while it exits end it, without a traceback.
-
-    A Ray worker's SIGTERM handler raises ``SystemExit`` so that the process
-    shuts Ray down on its way out. A process that trained a run in it exits by
-    running its ``atexit`` callbacks (Ray's shutdown among them) and finalizers,
-    which take a while with torch and a model loaded; a SIGTERM that Ray sends
-    meanwhile (to a worker it ends) raised inside them, where Python can only
-    print it: ``Exception ignored in ... sigterm_handler ... SystemExit: 1`` under
-    a run that succeeded. Once the process exits there is nothing left to shut
-    down, so from then on SIGTERM ends it as it would any program. This runs
-    first among the exit callbacks (they run last registered first), in the main
-    thread, where Python allows setting a handler.
-    """
-    atexit.register(signal.signal, signal.SIGTERM, signal.SIG_DFL)
 
 
 class ProcessSession(TrainSession):

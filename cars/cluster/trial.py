@@ -28,6 +28,7 @@ from typing import Any
 import ray.tune
 
 from cars.cluster.resources import TrialResources
+from cars.cluster.signals import end_quietly_on_sigterm
 from cars.config import TrainConfig, selection_scores
 from cars.runs import read_finished_history, train_run_name
 from cars.storage import join_path
@@ -61,6 +62,7 @@ def train_driver_fn(
         train_storage: where the experiment's runs live.
         in_process: train in this process (one worker) rather than a worker group.
     """
+    end_quietly_on_sigterm()  # Tune ends the trial's process with a SIGTERM
     trial_id = ray.tune.get_context().get_trial_id()
     train_config = trial_train_config(config, base)
     name = train_run_name(trial_id)
