@@ -3,8 +3,10 @@
 A real multi-node Ray on this machine (``ray.cluster_utils.Cluster``): a head
 that cannot hold a trial, and a worker node that runs everything of the trial
 (its Tune driver, Ray Train's controller, the workers). A second worker node
-joins once the trial runs, then the first node is removed in the middle of the
-second epoch, as a cloud would lose a machine.
+joins once the trial runs, then the first node is removed once the trial has
+recorded its first epoch, as a cloud would lose a machine. Its workers wait
+before the second epoch until then (``held_node``), so that the loss comes
+mid-run however fast the epochs are.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 import ray
 from faults import TRAIN_SNAPSHOT_FILE
+from held_node import hold_on_node
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 from state import connected_cluster
@@ -56,7 +59,13 @@ def cluster() -> Iterator[tuple[Cluster, object]]:
         },
     )
     first = cluster.add_node(num_cpus=2, memory=2048 * MiB, resources={"first_node": 1})
-    cluster.connect()
+    # The first node's workers wait before the second epoch until the node is lost, so
+    # that the loss comes mid-run however fast the epochs are.
+    ray.init(
+        address=cluster.address,
+        runtime_env={"worker_process_setup_hook": hold_on_node(first.node_id, epoch=2)},
+        logging_level="WARNING",
+    )
     try:
         yield cluster, first
     finally:
@@ -97,9 +106,9 @@ class NodeLoss:
         # so that the whole trial runs there until it is lost.
         self._wait_for(lambda: "RayTrainWorker" in self._actors_on(first_id), "the workers")
         self.cluster.add_node(num_cpus=2, memory=2048 * MiB)
-        # Lost once an epoch is recorded: the trial has something to resume from. A
-        # later epoch's checkpoint may be in flight meanwhile; which one the trial
-        # resumed from is read from its history afterwards, not guessed here.
+        # Lost once an epoch is recorded: the trial has something to resume from, and
+        # its workers wait before the next one (the module's hook). Which epoch the
+        # trial resumed from is read from its history afterwards, not guessed here.
         run = self._wait_for(self._first_recorded_run, "the first checkpoint")
         self.lost_actors = self._actors_on(first_id)
         self.files_before = _file_times(run)
@@ -166,10 +175,10 @@ def test_everything_of_the_trial_ran_on_the_lost_node(survived: tuple[SweepOutco
     outcome, loss = survived
     assert loss.removed_at is not None
     assert {"RayTrainWorker", "TrainController"} <= loss.lost_actors, loss.lost_actors
-    # Removed after the first checkpoint and before the last epoch ended.
+    # Removed after the first checkpoint, with the second epoch not begun.
     run = next(Path(outcome.path).glob("train-*"))
     history = read_history(str(run / f"epoch-{EPOCHS:04d}"))
-    assert 1 <= _resumed_from(history, loss.removed_at) < EPOCHS
+    assert _resumed_from(history, loss.removed_at) == 1
 
 
 def test_the_trial_finishes_from_its_last_checkpoint(survived: tuple[SweepOutcome, NodeLoss]):
