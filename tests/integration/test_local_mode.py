@@ -163,15 +163,35 @@ def test_tune_restarts_a_killed_one_worker_trial_from_its_last_checkpoint(
     assert ray.available_resources().get("CPU", 0) == pytest.approx(2)
 
 
-# An actor that exits slowly, as a process that trained a run does (Ray's shutdown and the
-# finalizers of torch and a model), and is sent SIGTERM meanwhile, as Ray ends its workers.
-_SLOW_EXIT = """
-import atexit, glob, os, signal, sys, time
+# What both scripts below share: a one-CPU Ray, a wait on state that fails loudly,
+# and, once the actor's process is gone (so its log files are whole), what it printed.
+_HEAD = """
+import atexit, glob, os, signal, sys, time, weakref
 import ray
 from cars.cluster.signals import end_quietly_on_sigterm
 
 context = ray.init(address="local", num_cpus=1, logging_level="WARNING")
 
+def wait_for(condition, what):
+    deadline = time.monotonic() + 60
+    while not condition():
+        if time.monotonic() > deadline:
+            sys.exit(f"timed out waiting for {what}")
+        time.sleep(0.1)
+"""
+_TAIL = """
+wait_for(lambda: not os.path.exists(f"/proc/{pid}"), "the actor's process to end")
+print("exited")
+logs = os.path.join(context.address_info["session_dir"], "logs", f"worker-*-{pid}.*")
+for log in sorted(glob.glob(logs)):
+    print(open(log).read())
+"""
+
+# An actor that exits slowly, as a process that trained a run does (Ray's shutdown and the
+# finalizers of torch and a model), and is sent SIGTERM meanwhile, as Ray ends its workers.
+_SLOW_EXIT = (
+    _HEAD
+    + """
 @ray.remote
 class Trial:
     def train(self, quiet, exiting):
@@ -186,35 +206,18 @@ exiting = os.path.abspath("exiting")
 trial = Trial.remote()
 pid = ray.get(trial.train.remote(sys.argv[1] == "quiet", exiting))
 trial.__ray_terminate__.remote()
-
-def wait_for(condition, what):
-    deadline = time.monotonic() + 60
-    while not condition():
-        if time.monotonic() > deadline:
-            sys.exit(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
 wait_for(lambda: os.path.exists(exiting), "the actor's exit to begin")
 os.kill(pid, signal.SIGTERM)
-wait_for(lambda: not os.path.exists(f"/proc/{pid}"), "the actor's process to end")
-print("exited")
-# The process is gone, so its log files are whole: what it printed on its way out.
-logs = os.path.join(context.address_info["session_dir"], "logs", f"worker-*-{pid}.*")
-for log in sorted(glob.glob(logs)):
-    print(open(log).read())
 """
-
+    + _TAIL
+)
 
 # An actor whose task frees an object and is sent SIGTERM while the object's weakref
 # callback runs (as freeing a model's tensors does, in the task's own thread): Ray's
 # handler raises SystemExit there, where Python can only print it.
-_IN_A_CALLBACK = """
-import glob, os, signal, sys, time, weakref
-import ray
-from cars.cluster.signals import end_quietly_on_sigterm
-
-context = ray.init(address="local", num_cpus=1, logging_level="WARNING")
-
+_IN_A_CALLBACK = (
+    _HEAD
+    + """
 class Model:
     pass
 
@@ -239,27 +242,16 @@ freeing = os.path.abspath("freeing")
 trial = Trial.remote()
 pid = ray.get(trial.train.remote(sys.argv[1] == "quiet", freeing))
 freed = trial.free.remote()
-deadline = time.monotonic() + 60
-while not os.path.exists(freeing):
-    if time.monotonic() > deadline:
-        sys.exit("timed out waiting for the weakref callback")
-    time.sleep(0.1)
+wait_for(lambda: os.path.exists(freeing), "the weakref callback")
 os.kill(pid, signal.SIGTERM)
 try:
     ray.get(freed, timeout=60)
 except ray.exceptions.RayError:
     pass  # the actor may end with the signal
 ray.kill(trial)
-deadline = time.monotonic() + 60
-while os.path.exists(f"/proc/{pid}"):
-    if time.monotonic() > deadline:
-        sys.exit("timed out waiting for the actor's process to end")
-    time.sleep(0.1)
-print("exited")
-logs = os.path.join(context.address_info["session_dir"], "logs", f"worker-*-{pid}.*")
-for log in sorted(glob.glob(logs)):
-    print(open(log).read())
 """
+    + _TAIL
+)
 
 
 @pytest.mark.parametrize("quiet", [True, False])
