@@ -77,10 +77,14 @@ def summarize_best_trials(trials: pd.DataFrame) -> str:
 
 
 def run_study(job: SweepJob) -> StudyOutcome:
-    """Run (or resume) a sweep and write its report."""
-    init_ray()
+    """Run (or resume) a sweep and write its report.
+
+    What the job was given is checked before Ray starts, so that a mistake is named in
+    seconds rather than after a cluster's start-up.
+    """
     if job.resume:
         path = find_sweep(job.storage, job.name)
+        init_ray()
         print(f"Resuming the sweep in {path}")
         print(f"Live learning curves: {tensorboard_command(path)}", flush=True)
         outcome = resume_sweep(path)
@@ -98,6 +102,7 @@ def run_study(job: SweepJob) -> StudyOutcome:
             read_dataset_info(sweep.data)  # a clear error now if it is not a prepared set
         if sweep.weights not in (None, DEMO_SOURCE_WEIGHTS):
             check_weights(sweep.weights)
+        init_ray()
         print(f"Live learning curves: {tensorboard_command(path)}", flush=True)
         if sweep.data is None:
             demo = prepare_demo(sweep)
