@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import os
 import re
 import shlex
@@ -60,6 +63,29 @@ def run_job(
         timeout=timeout,
         check=False,
     )
+
+
+def run_job_here(job: str, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """Run a job's ``main`` in this process, on the Ray it is connected to, and return what
+    it printed and its exit status as :func:`run_job` does.
+
+    For the tests whose claim is about the job's data, not its process: they save a
+    Python start and a Ray start each. What the job prints through ``sys.stdout`` and
+    ``sys.stderr`` is caught, Ray's copies of its workers' output included.
+    """
+    spec = importlib.util.spec_from_file_location(
+        f"jobs_{job}", PROJECT_ROOT / "jobs" / f"{job}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = module.main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess([job, *args], code, out.getvalue(), err.getvalue())
 
 
 # Ports a Ray head takes by default whatever it is told: the client server,

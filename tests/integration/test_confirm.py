@@ -1,5 +1,9 @@
 """The smoke sweep with ``--confirm 2``: each regime's winner retrained with two fresh seeds,
-and a report whose every test score and comparison carries its uncertainty."""
+and a report whose every test score and comparison carries its uncertainty.
+
+One trial per regime: how a regime's best trial is chosen among several is tested on the
+session's smoke sweep (test_sweep.py); here, what follows the choice.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ def study(
     job = parse_sweep_args(
         [
             "--preset", "smoke", "--data", str(prepared_set), "--weights", "none",
-            "--regimes", "frozen", "finetune", "--num-workers", "1", "--confirm", "2",
+            "--regimes", "frozen", "finetune", "--num-samples", "1", "--num-workers", "1",
+            "--confirm", "2",
             "--name", "confirmed", "--storage", str(root / "runs"),
             "--reports", str(root / "reports"),
         ]

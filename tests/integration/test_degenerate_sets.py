@@ -2,9 +2,10 @@
 images, no val images.
 
 One sweep per set, as small as the job allows (one one-epoch trial per regime), of
-several regimes, so that the report pairs them; the jobs run as a user runs them,
-each in its own process with its own Ray. The report on each set with one, two and
-three regimes is tested without Ray in tests/unit/test_report_degenerate.py.
+several regimes, so that the report pairs them. Each sweep job runs its ``main`` on the
+session's shared Ray (``run_job_here``): what is tested is what the job makes of the
+set, and the jobs as processes are tested in test_jobs.py. The report on each set with
+one, two and three regimes is tested without Ray in tests/unit/test_report_degenerate.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from job_runner import run_job
+from job_runner import run_job, run_job_here
 
 from cars.data import prepare_dataset
 from cars.paths import PROJECT_ROOT
@@ -31,7 +32,7 @@ TWO_REGIMES = ["--regimes", "scratch", "frozen"]
 def _sweep(data: Path, name: str, root: Path, *extra: str):
     args = [*LEAN, "--data", str(data), "--name", name, *extra]
     args += ["--storage", str(root / "runs"), "--reports", str(root / "reports")]
-    return run_job("sweep", args, cwd=root)
+    return run_job_here("sweep", args)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def no_test_set(synthetic_source: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="module")
-def no_test_sweep(no_test_set: Path, tmp_path_factory: pytest.TempPathFactory):
+def no_test_sweep(ray_cluster: None, no_test_set: Path, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("no-test")
     done = _sweep(no_test_set, "no-test", root, "--epochs", "1", *ALL_REGIMES)
     return root, done
@@ -81,7 +82,7 @@ def test_a_failed_report_keeps_the_sweep_and_prints_the_command(no_test_sweep) -
     blocked = root / "not-a-folder"
     blocked.write_text("a file where the reports should go")
     args = ["--resume", "--name", "no-test", "--storage", str(root / "runs")]
-    done = run_job("sweep", [*args, "--reports", str(blocked)], cwd=root)
+    done = run_job_here("sweep", [*args, "--reports", str(blocked)])
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
@@ -99,7 +100,7 @@ def test_a_failed_report_keeps_the_sweep_and_prints_the_command(no_test_sweep) -
 
 
 def test_a_sweep_without_val_images_completes_and_says_what_it_lacks(
-    synthetic_source: Path, tmp_path: Path
+    ray_cluster: None, synthetic_source: Path, tmp_path: Path
 ) -> None:
     data = tmp_path / "no-val"
     prepare_dataset(synthetic_source, data, val_fraction=0.0, progress=False)
@@ -127,7 +128,7 @@ def test_a_sweep_without_val_images_completes_and_says_what_it_lacks(
 
 
 def test_a_sweep_with_unlabelled_test_images_compares_what_it_can(
-    synthetic_source: Path, tmp_path: Path
+    ray_cluster: None, synthetic_source: Path, tmp_path: Path
 ) -> None:
     source = tmp_path / "cars"
     shutil.copytree(synthetic_source, source)

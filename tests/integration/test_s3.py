@@ -4,8 +4,9 @@ Everything lives on moto's S3 server on 127.0.0.1 (plain ``s3://`` URIs, reached
 through the ``AWS_*`` variables): the prepared data set, the starting weights,
 the sweep's state and every checkpoint. One sweep goes through both faults in
 turn, on a cluster started with ``ray start``: its driver is killed while the
-cluster lives on, then the whole cluster is stopped (the head included) and a
-fresh one resumes the sweep from S3 alone.
+cluster lives on, and the report of the interrupted sweep is written from S3; then
+the whole cluster is stopped (the head included) and a fresh one resumes the sweep
+from S3 alone. The killed sweep's resumption from a local folder is in test_resume.py.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pyarrow.fs
 import pytest
 import timm
 from faults import TRAIN_SNAPSHOT_FILE
-from job_runner import head_env, job_command, run_job, start_ray_head, stop_ray
+from job_runner import head_env, job_command, run_job, run_job_here, start_ray_head, stop_ray
 
 from cars.config import TrainConfig
 from cars.learn.checkpoint import save_checkpoint
@@ -169,14 +170,13 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_lost_cluster(
     timings: dict[str, float] = {}
     logs = [tmp_path / f"{run}.log" for run in ("first", "second", "third")]
 
-    prepared = run_job(
+    prepared = run_job_here(
         "prepare",
         [
             "--synthetic", "--out", data, "--num-classes", "4", "--train-per-class", "12",
             "--test-per-class", "4", "--val-fraction", "0.25", "--max-side", "64",
             "--no-progress",
         ],
-        cwd=tmp_path,
     )  # fmt: skip
     assert prepared.returncode == 0, prepared.stdout + prepared.stderr
     assert f"prepared data set written to {data}" in prepared.stdout
@@ -222,6 +222,22 @@ def test_sweep_on_s3_survives_a_killed_driver_and_a_lost_cluster(
     killed_at = _latest_epoch(interrupted_run)
     assert 1 <= killed_at < EPOCHS - 1, f"the driver was killed after epoch {killed_at}"
     before_resume = _files(interrupted_run)
+
+    # The report of the interrupted sweep is written from what S3 holds, and says which
+    # trial is unfinished.
+    partial = run_job_here(
+        "report",
+        ["--sweep", sweep, "--reports", str(tmp_path / "partial"), "--gradcam-images", "2"],
+    )
+    assert partial.returncode == 0, partial.stdout[-3000:] + partial.stderr[-3000:]
+    assert f"missing: trial {interrupted}" in partial.stdout
+    trials = pd.read_parquet(tmp_path / "partial" / "on-s3" / "trials.parquet")
+    assert trials.set_index("trial_id")["status"].to_dict() == {
+        finished: "finished",
+        interrupted: "interrupted",
+    }
+    summary = (tmp_path / "partial" / "on-s3" / "summary.md").read_text()
+    assert f"trial {interrupted}" in summary and "is interrupted" in summary
 
     # Fault 2: the resumed driver's cluster is lost, head included, once the
     # interrupted trial has recorded another epoch.

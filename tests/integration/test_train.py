@@ -17,7 +17,7 @@ from cars.data import CarsDataset, create_transform_for
 from cars.learn.checkpoint import load_checkpoint
 from cars.learn.model import build_model
 from cars.learn.optim import WarmupCosine
-from cars.runs import read_run
+from cars.runs import StoredRun, read_run
 
 pytestmark = pytest.mark.slow
 
@@ -38,11 +38,23 @@ def _config(data: Path, **changes: object) -> TrainConfig:
     return TrainConfig(**values)
 
 
+@pytest.fixture(scope="module")
+def frozen_on_images(
+    ray_cluster: None, prepared_set: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[TrainConfig, StoredRun, Path]:
+    """A two-worker frozen run on images, read by the tests of a plain run and of one on
+    cached features: its config, what it stored, and the folder for more runs."""
+    root = tmp_path_factory.mktemp("frozen")
+    config = _config(prepared_set, regime="frozen", augment="none", lr=1e-2, seed=5).replace(
+        feature_store=str(root / "features"), feature_cache=False
+    )
+    return config, run_training(config, storage_path=str(root), name="frozen-images"), root
+
+
 def test_two_worker_run_reports_every_epoch_with_a_checkpoint(
-    ray_cluster: None, prepared_set: Path, tmp_path: Path
+    frozen_on_images: tuple[TrainConfig, StoredRun, Path],
 ) -> None:
-    config = _config(prepared_set)
-    run = run_training(config, storage_path=str(tmp_path), name="two-workers")
+    config, run, _ = frozen_on_images
 
     assert run.latest is not None
     metrics = run.latest.metrics
@@ -104,17 +116,14 @@ def test_a_crashed_worker_is_restarted_and_resumes_its_schedule(
 
 
 def test_a_frozen_run_on_cached_features_matches_one_on_images(
-    ray_cluster: None, prepared_set: Path, tmp_path: Path
+    frozen_on_images: tuple[TrainConfig, StoredRun, Path],
 ) -> None:
-    store = tmp_path / "features"
-    config = _config(prepared_set, regime="frozen", augment="none", lr=1e-2, seed=5).replace(
-        feature_store=str(store)
-    )
-    on_images = run_training(
-        config.replace(feature_cache=False), storage_path=str(tmp_path), name="frozen-images"
-    )
+    config, on_images, root = frozen_on_images
+    store = root / "features"
     assert not store.exists()
-    on_features = run_training(config, storage_path=str(tmp_path), name="frozen-features")
+    on_features = run_training(
+        config.replace(feature_cache=True), storage_path=str(root), name="frozen-features"
+    )
 
     assert on_images.latest is not None and on_features.latest is not None
     # The two workers computed half of the features each; rank 0 stored all of them.
