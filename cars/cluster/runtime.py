@@ -39,7 +39,8 @@ def init_ray(num_cpus: int | None = None) -> None:
     # process's environment: the processes of a cluster it joins keep their own.
     os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     address = None
-    gone = None if os.environ.get("RAY_ADDRESS") else find_gone_cluster()
+    joining = os.environ.get("RAY_ADDRESS", "local") != "local"
+    gone = None if joining else find_gone_cluster()
     if gone is not None:
         logger.warning(
             "The Ray cluster last started here with `ray start` (%s) no longer runs: starting "
@@ -47,8 +48,40 @@ def init_ray(num_cpus: int | None = None) -> None:
             gone,
         )
         address = "local"
-    ray.init(address=address, num_cpus=num_cpus, logging_level=_RAY_LOGGING_LEVEL)
-    _warn_about_other_local_instances()
+    starts_here = not joining and (gone is not None or recorded_cluster() is None)
+    # A local instance's processes are told which cluster is theirs, so that Ray's state
+    # API, which Train's cleanup of finished worker groups calls, never has to guess
+    # among several instances on one machine (another job's, a notebook's).
+    runtime_env = {"worker_process_setup_hook": OWN_CLUSTER_HOOK} if starts_here else None
+    ray.init(
+        address=address,
+        num_cpus=num_cpus,
+        logging_level=_RAY_LOGGING_LEVEL,
+        runtime_env=runtime_env,
+    )
+
+
+OWN_CLUSTER_HOOK = "cars.cluster.runtime.name_own_cluster"
+
+
+def name_own_cluster() -> None:
+    """Set up a worker process of a local instance: ``RAY_ADDRESS`` names its own cluster.
+
+    Without it, Ray's state API in that process looks for *the* local instance; with
+    two on the machine (two jobs at once) it raises, and Ray Train's placement-group
+    cleaner dies with it, so that finished worker groups keep their CPUs and the next
+    trial's group waits for them until it times out.
+    """
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+
+
+def recorded_cluster(address_file: Path | None = None) -> str | None:
+    """The address of the cluster ``ray start`` last recorded here, which ``ray.init()``
+    joins while it runs; None if none is recorded."""
+    try:
+        return (address_file or ray_address_file()).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def ray_address_file() -> Path:
@@ -64,11 +97,7 @@ def find_gone_cluster(address_file: Path | None = None, proc: Path = Path("/proc
     :func:`find_local_gcs_addresses`); where ``/proc`` cannot be read, nothing is
     taken for gone.
     """
-    path = address_file or ray_address_file()
-    try:
-        recorded = path.read_text().strip()
-    except OSError:  # no cluster recorded
-        return None
+    recorded = recorded_cluster(address_file)
     if not recorded or not proc.is_dir() or recorded in find_local_gcs_addresses(proc):
         return None
     return recorded
@@ -93,17 +122,3 @@ def find_local_gcs_addresses(proc: Path = Path("/proc")) -> set[str]:
             if text.startswith(_GCS_FLAG):
                 addresses.add(text.removeprefix(_GCS_FLAG))
     return addresses
-
-
-def _warn_about_other_local_instances() -> None:
-    """Several local Ray instances break the state API that Train's cleanup relies on."""
-    others = find_local_gcs_addresses()
-    others.discard(ray.get_runtime_context().gcs_address)
-    if others:
-        logger.warning(
-            "Other Ray instances run on this machine (%s). Ray's state API then cannot tell "
-            "them apart, Ray Train cannot release finished worker groups, and later trials "
-            "wait for CPUs forever. Stop them (`ray stop`, or end those Python sessions), "
-            "or join one of them with RAY_ADDRESS.",
-            ", ".join(sorted(others)),
-        )

@@ -10,11 +10,15 @@ that only read a finished sweep and its report read ``smoke_sweep`` and
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import ray
+from job_runner import job_env
 
 from cars.cluster.runtime import init_ray
 from cars.cluster.sweep import SweepOutcome, run_sweep
@@ -31,8 +35,8 @@ class SharedRay:
     """The shared local Ray: started when a test needs it, shut down when one must not see it.
 
     Never alive while a test runs a job in its own process or a cluster of its own:
-    with two local Ray instances, Ray's state API refuses to pick one, and Train's
-    placement-group cleaner can no longer release finished worker groups.
+    with two local Ray instances, Ray's state API in this process (the tests read
+    Ray's state) refuses to pick one, and each test's cluster is then its own.
     """
 
     running = False
@@ -81,6 +85,11 @@ def smoke_sweep(
     every trial is a Ray Train worker group. The preset's 64 px inputs: at 32 px
     Xception's last feature map is a single cell, and the report's Grad-CAMs, which
     its readers measure, are blank.
+
+    It runs beside another local Ray instance, as a sweep does when two jobs run at
+    once on a laptop: Ray Train releases a finished trial's worker group through Ray's
+    state API, which must find the sweep's own instance among the two, or the next
+    trial's group waits for CPUs that never come back.
     """
     config = create_sweep_config(
         "smoke",
@@ -95,7 +104,23 @@ def smoke_sweep(
         reduction_factor=2,
         num_workers=2,
     )
-    return run_sweep(config)
+    with another_local_ray():
+        return run_sweep(config)
+
+
+@contextmanager
+def another_local_ray() -> Iterator[None]:
+    """A local Ray instance of another process (as another job's) while the body runs."""
+    code = "import ray, time; ray.init(num_cpus=1); print('up', flush=True); time.sleep(3600)"
+    other = subprocess.Popen(
+        [sys.executable, "-c", code], env=job_env(), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "up"
+        yield
+    finally:
+        other.kill()
+        other.wait()
 
 
 @pytest.fixture(scope="session")
