@@ -169,13 +169,15 @@ def test_xception_learns_a_tiny_task() -> None:
     torch.manual_seed(0)
     num_classes = 4
     labels = torch.arange(16) % num_classes
-    images = torch.randn(16, 3, 64, 64) * 0.5
+    # At 32 px act4 is a single cell, and the network still tells the four quadrants
+    # apart within two epochs (on every seed tried).
+    images = torch.randn(16, 3, 32, 32) * 0.5
     for image, label in zip(images, labels, strict=True):
         row, col = divmod(int(label), 2)  # each class lights up its own quadrant
-        image[:, row * 32 : (row + 1) * 32, col * 32 : (col + 1) * 32] += 1.5
+        image[:, row * 16 : (row + 1) * 16, col * 16 : (col + 1) * 16] += 1.5
     loader = DataLoader(TensorDataset(images, labels), batch_size=8, shuffle=True)
     config = TrainConfig(
-        data="d", regime="scratch", epochs=3, warmup_epochs=0, weight_decay=0.0, label_smoothing=0
+        data="d", regime="scratch", epochs=2, warmup_epochs=0, weight_decay=0.0, label_smoothing=0
     )
     model = build_model("scratch", num_classes)
     optimizer = create_optimizer(model, config)

@@ -4,11 +4,14 @@ the project imports a private module of Ray."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from cars.paths import PROJECT_ROOT
 
@@ -37,6 +40,86 @@ def _import_without_ray(modules: list[str]) -> list[str]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _module_path(name: str) -> Path | None:
+    """The file of the project's module ``name`` (a package's ``__init__.py``), if any."""
+    base = PROJECT_ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports_on_import(name: str) -> set[str]:
+    """The modules that importing ``name`` imports in its turn: module-level statements,
+    class bodies and ``try``/``if`` blocks, but neither function bodies (lazy imports)
+    nor ``if TYPE_CHECKING:`` blocks."""
+    path = _module_path(name)
+    assert path is not None, name
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for node in statements:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            if isinstance(node, ast.If) and _is_type_checking(node.test):
+                visit(node.orelse)
+                continue
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1]) if node.level else ""
+                module = ".".join(p for p in (base, node.module or "") if p)
+                found.add(module)
+                found.update(f"{module}.{alias.name}" for alias in node.names)
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                block = getattr(node, field, None)
+                if isinstance(block, list) and block and isinstance(block[0], ast.AST):
+                    visit(block)  # type: ignore[arg-type]
+
+    visit(ast.parse(path.read_text()).body)
+    # ``import a.b.c`` imports the packages ``a`` and ``a.b`` first.
+    return {".".join(n.split(".")[:i]) for n in found for i in range(1, n.count(".") + 2)}
+
+
+def _import_closure(modules: list[str]) -> dict[str, str]:
+    """Every module that importing ``modules`` reaches through the project's own modules,
+    each with the project module that imports it."""
+    reached: dict[str, str] = {m: "" for m in modules}
+    pending = list(modules)
+    while pending:
+        name = pending.pop()
+        for imported in _imports_on_import(name):
+            if imported in reached:
+                continue
+            reached[imported] = name
+            if imported.split(".")[0] == "cars" and _module_path(imported) is not None:
+                pending.append(imported)
+    return reached
+
+
+def test_the_ray_free_folders_reach_no_ray_through_their_imports() -> None:
+    # The fast twin of the import test below: the same closure, read from the sources.
+    modules = [m for package in RAY_FREE for m in _modules(package)] + ["cars.runs"]
+    reached = _import_closure(modules)
+    assert "cars.learn.engine" in reached and "cars.report.writer" in reached
+    assert "torch" in reached and "cars.storage" in reached  # the closure follows imports
+    offenders = {
+        name: importer
+        for name, importer in reached.items()
+        if name == "ray" or name.startswith(("ray.", "cars.cluster"))
+    }
+    assert not offenders, f"imported at import time (module: by): {offenders}"
+
+
+@pytest.mark.slow
 def test_the_core_data_report_and_figures_import_without_ray() -> None:
     modules = [m for package in RAY_FREE for m in _modules(package)] + ["cars.runs"]
     assert len(modules) > 40  # every module of the four folders, not a sample

@@ -23,11 +23,12 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from cars.cluster.session import ProcessSession
 from cars.cluster.worker import run_worker
 from cars.config import TrainConfig
+from cars.data import SyntheticCars, prepare_synthetic, read_dataset_info
 from cars.learn.checkpoint import load_checkpoint
 from cars.learn.history import read_history
 
-# 36 training images in batches of 8 (the last 4 dropped).
-STEPS_PER_EPOCH = 4
+# 14 training images in batches of 4 (the last 2 dropped).
+STEPS_PER_EPOCH = 3
 # Seconds and rates differ between any two runs.
 TIMINGS = {
     "epoch_seconds",
@@ -49,11 +50,21 @@ class CrashError(Exception):
     """The crash: raised once the epoch's checkpoint is stored."""
 
 
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two classes of 7 training and 2 val images: a run of four epochs is the test's cost,
+    and a few steps per epoch draw every random stream as many would."""
+    out = tmp_path_factory.mktemp("prepared") / "small"
+    cars = SyntheticCars(num_classes=2, train_per_class=9, test_per_class=1, seed=0)
+    prepare_synthetic(out, cars, val_fraction=0.25, progress=False)
+    return out
+
+
 def _config(data: Path, device: str) -> TrainConfig:
     # Every random stream of a training epoch is drawn: crop and RandAugment (strong),
     # mixup, random erasing on the device, and precise BN over the whole epoch.
     return TrainConfig(
-        data=str(data), regime="scratch", epochs=2, batch_size=8, image_size=32,
+        data=str(data), regime="scratch", epochs=2, batch_size=4, image_size=32,
         augment="strong", mixup=0.4, seed=11, use_gpu=device == "cuda", max_failures=0,
     )  # fmt: skip
 
@@ -137,9 +148,10 @@ def _assert_same(resumed: Any, uninterrupted: Any, exact: bool, where: str = "")
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_resumed_run_is_the_run_that_was_not_interrupted(
-    prepared_set: Path, tmp_path: Path, device: str
+    small_set: Path, tmp_path: Path, device: str
 ) -> None:
-    config = _config(prepared_set, device)
+    config = _config(small_set, device)
+    assert read_dataset_info(str(small_set)).counts == {"train": 14, "val": 4, "test": 2}
     assert _fit(config, tmp_path, "interrupted", interrupt_after=1) == [1]
     assert _fit(config, tmp_path, "uninterrupted") == [1, 2]
 
