@@ -84,7 +84,8 @@ def run_job_here(job: str, args: Sequence[str]) -> subprocess.CompletedProcess[s
         try:
             code = module.main(list(args))
         except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
+            # As Python exits: no code is success, a message is failure.
+            code = 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1
     return subprocess.CompletedProcess([job, *args], code, out.getvalue(), err.getvalue())
 
 

@@ -119,7 +119,8 @@ def test_a_frozen_run_on_cached_features_matches_one_on_images(
     frozen_on_images: tuple[TrainConfig, StoredRun, Path],
 ) -> None:
     config, on_images, root = frozen_on_images
-    store = root / "features"
+    assert config.feature_store is not None
+    store = Path(config.feature_store)
     assert not store.exists()
     on_features = run_training(
         config.replace(feature_cache=True), storage_path=str(root), name="frozen-features"
