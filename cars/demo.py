@@ -61,7 +61,8 @@ from cars.cluster.train import run_training
 from cars.config import ConfigError, TrainConfig
 from cars.data import SyntheticCars, prepare_synthetic
 from cars.data.synthetic import DEFAULT_WIDTHS
-from cars.data.synthetic_drawing import CAR_LENGTH_SHARE, USUAL_COLOUR_SHARE
+from cars.data.synthetic_car import USUAL_COLOUR_SHARE
+from cars.data.synthetic_drawing import CAR_LENGTH_SHARE
 from cars.paths import PROJECT_ROOT
 from cars.runs import StoredRun, read_run
 from cars.storage import join_path

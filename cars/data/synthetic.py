@@ -22,8 +22,9 @@ from cars.data.matfiles import build_cell_array, build_struct_array, write_mat_f
 from cars.data.prepare import MAX_SIDE, VAL_FRACTION, PrepareResult, prepare_dataset
 from cars.data.publishing import check_destination
 from cars.data.staging import staged_folder
+from cars.data.synthetic_car import USUAL_COLOUR_SHARE
 from cars.data.synthetic_classes import TASKS, CarDesign, design_classes
-from cars.data.synthetic_drawing import CAR_LENGTH_SHARE, USUAL_COLOUR_SHARE, draw_photo
+from cars.data.synthetic_drawing import CAR_LENGTH_SHARE, draw_photo
 
 DEFAULT_WIDTHS = (96, 200)
 ASPECT_RANGE = (0.62, 0.8)  # height / width, as in landscape car photos

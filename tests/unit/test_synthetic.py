@@ -17,8 +17,9 @@ from cars.data import (
     read_annotations,
     write_synthetic_cars,
 )
+from cars.data.synthetic_car import draw_car
 from cars.data.synthetic_classes import COLOURS, contrasting_stripe
-from cars.data.synthetic_drawing import FLAT_BACKGROUND, draw_car, draw_photo
+from cars.data.synthetic_drawing import FLAT_BACKGROUND, draw_photo
 
 
 def _attributes(design) -> tuple:
