@@ -14,6 +14,8 @@ logger = logging.getLogger(__name__)
 _RAY_LOGGING_LEVEL = logging.WARNING
 
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+# How much nicer than their raylet Ray runs its worker processes (Ray's default: 15).
+WORKER_NICENESS_ENV = "RAY_worker_niceness"
 # The flag with which every raylet names its cluster's GCS on its command line.
 _GCS_FLAG = "--gcs-address="
 
@@ -53,6 +55,13 @@ def init_ray(num_cpus: int | None = None) -> None:
     # API, which Train's cleanup of finished worker groups calls, never has to guess
     # among several instances on one machine (another job's, a notebook's).
     runtime_env = {"worker_process_setup_hook": OWN_CLUSTER_HOOK} if starts_here else None
+    if starts_here:
+        # Ray runs its workers 15 steps nicer than itself, made for nodes that run Ray
+        # alone. On a machine shared with other work, a process of normal priority
+        # then gets some thirty times a trial's CPU time, and the trials crawl until
+        # their worker groups time out. The trials of a job that starts its own Ray
+        # run at the job's own priority (`nice python jobs/sweep.py` still lowers it).
+        os.environ.setdefault(WORKER_NICENESS_ENV, "0")
     ray.init(
         address=address,
         num_cpus=num_cpus,

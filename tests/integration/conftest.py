@@ -20,13 +20,17 @@ import pytest
 import ray
 from job_runner import job_env
 
-from cars.cluster.runtime import init_ray
+from cars.cluster.runtime import WORKER_NICENESS_ENV, init_ray
 from cars.cluster.sweep import SweepOutcome, run_sweep
 from cars.report import write_report
 from cars.sweep_config import create_sweep_config
 
 # Fail fast instead of waiting the default minute for a worker group that cannot start.
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "45")
+# The clusters the tests start themselves (`ray start` heads, `Cluster` nodes) run their
+# workers at the tests' priority, as a job's own local Ray does (see `init_ray`): on a
+# machine busy with other work, Ray's default 15 steps nicer would starve them.
+os.environ.setdefault(WORKER_NICENESS_ENV, "0")
 
 SHARED_RAY_FIXTURE = "ray_cluster"
 
