@@ -10,6 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cars.cluster.runtime import WORKER_NICENESS_ENV
+
 
 def test_a_job_starts_its_own_ray_where_the_recorded_cluster_is_gone() -> None:
     # A cluster `ray start` recorded in Ray's temp folder, long gone: the job does not
@@ -27,7 +29,7 @@ def test_a_job_starts_its_own_ray_where_the_recorded_cluster_is_gone() -> None:
         "ray.shutdown()\n"
     )
     # A user's shell: no cluster named, Ray's own worker niceness.
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_worker_niceness")}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", WORKER_NICENESS_ENV)}
     env |= {"RAY_TMPDIR": str(tmp_path), "TMPDIR": str(tmp_path)}
     done = subprocess.run(
         ["nice", "-n", "3", sys.executable, "-c", code],  # a job started nicer than usual
