@@ -15,8 +15,11 @@ folders, with a snapshot of its own beside them); either way it is read here by
 listing its checkpoint folders, so neither the report nor a resume needs Ray, and
 sweeps written before trials trained in their own process read the same.
 
-A checkpoint exists once its ``history.json`` does: it is written last and deleted
-first, so a folder caught half-written or half-deleted is never taken for one.
+A checkpoint exists once its folder holds both ``checkpoint.pt`` and ``history.json``,
+each written whole (renamed into place, or one object on an object store), the
+history last; the project deletes the history first. A folder caught half-written
+(a job killed during an upload) or half-deleted (Ray Train pruning it in any order)
+is never taken for one.
 Every epoch's metrics live in each checkpoint's history, so a run's curve is whole
 in its latest checkpoint. Ray-free at import: only :func:`read_trials`, which reads
 Tune's own record of an experiment, needs Ray installed (not running).
@@ -34,7 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cars.config import selection_score
-from cars.learn.history import HISTORY_FILE, read_history
+from cars.learn.checkpoint_files import CHECKPOINT_FILE, HISTORY_FILE
+from cars.learn.history import read_history
 from cars.paths import is_uri
 from cars.storage import atomic_path, exists, join_path, list_files, read_text, remove
 from cars.sweep_config import SweepConfig
@@ -146,6 +150,7 @@ def read_run(path: str) -> StoredRun:
         for name in files
         if (match := _CHECKPOINT_DIR.fullmatch(name.split("/")[0]))
         and name == f"{match.group(0)}/{HISTORY_FILE}"
+        and f"{match.group(0)}/{CHECKPOINT_FILE}" in files
     )
     if not epochs:
         return StoredRun(path, (), [])

@@ -7,8 +7,10 @@ its checkpoint. Two sessions answer, on Ray's public API only:
 
 - :class:`RayTrainSession`, in a worker of a Ray Train worker group:
   ``ray.train.get_context``, ``get_checkpoint``, ``report`` and
-  ``ray.train.torch.prepare_model`` / ``prepare_data_loader``; Ray Train persists
-  the checkpoints and keeps ``CheckpointConfig.num_to_keep`` of them.
+  ``ray.train.torch.prepare_model`` / ``prepare_data_loader``; rank 0 persists
+  each checkpoint through ``report``'s ``checkpoint_upload_fn`` as :mod:`cars.runs`
+  writes them, and Ray Train records them and keeps
+  ``CheckpointConfig.num_to_keep`` of them.
 - :class:`ProcessSession`, in a one-worker run's own process (a Tune function
   trainable, where ``ray.train``'s calls refuse to run, or a Ray task): the project
   persists the checkpoints in the same folders (:mod:`cars.runs`), prunes them as
@@ -72,10 +74,16 @@ class TrainSession(abc.ABC):
 
 
 class RayTrainSession(TrainSession):
-    """A worker of a Ray Train worker group."""
+    """A worker of a Ray Train worker group.
 
-    def __init__(self, config: TrainConfig) -> None:
+    Args:
+        config: the run.
+        run_path: the run's folder, ``<storage_path>/<name>`` of its ``RunConfig`` (or a URI).
+    """
+
+    def __init__(self, config: TrainConfig, run_path: str) -> None:
         end_quietly_on_sigterm()
+        self.run_path = run_path
         context = ray.train.get_context()
         self.device_choice = choose_device(config.use_gpu, in_train_worker=True)
         self.worker = Worker.on(
@@ -106,8 +114,27 @@ class RayTrainSession(TrainSession):
         if checkpoint_dir is not None:
             checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
         ray.train.report(
-            metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_dir_name(epoch)
+            metrics,
+            checkpoint=checkpoint,
+            checkpoint_dir_name=checkpoint_dir_name(epoch),
+            checkpoint_upload_fn=lambda written, _: upload_checkpoint(
+                written, self.run_path, epoch
+            ),
         )
+
+
+def upload_checkpoint(
+    checkpoint: ray.train.Checkpoint, run_path: str, epoch: int
+) -> ray.train.Checkpoint:
+    """Ray Train's upload of rank 0's checkpoint of ``epoch``, done as :mod:`cars.runs` reads runs.
+
+    Ray's own copy writes a folder's files in any order, each under its final name,
+    so a job killed mid-upload could leave a history beside a missing or truncated
+    ``checkpoint.pt``. :func:`persist_checkpoint` writes each file whole and the
+    history last, into the folder Ray Train would use; Ray Train records the
+    returned checkpoint (on the run's own filesystem) and prunes it later.
+    """
+    return ray.train.Checkpoint(persist_checkpoint(checkpoint.path, run_path, epoch))
 
 
 def _keep_library_logs_at_warning() -> None:

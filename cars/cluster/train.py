@@ -16,6 +16,7 @@ processes that train, from :mod:`cars.cluster.worker`.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -41,16 +42,17 @@ class WorkerStartError(TrainingError):
     """A run's workers could not be placed on the cluster within the tries it allows."""
 
 
-def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
+def train_fn_per_worker(loop_config: dict[str, Any], *, run_path: str) -> None:
     """The Ray Train loop run by every worker: train, evaluate, report, checkpoint.
 
     Args:
         loop_config: ``TrainConfig.to_dict()``; rebuilt and validated by the worker.
+        run_path: the run's folder, where rank 0 persists its checkpoints.
     """
     from cars.cluster.session import RayTrainSession
     from cars.cluster.worker import run_worker
 
-    run_worker(loop_config, RayTrainSession(TrainConfig.from_dict(loop_config)))
+    run_worker(loop_config, RayTrainSession(TrainConfig.from_dict(loop_config), run_path))
 
 
 def create_scaling_config(config: TrainConfig) -> ray.train.ScalingConfig:
@@ -103,7 +105,7 @@ def create_trainer(
     """
     os.environ[WORKER_START_TIMEOUT_ENV] = str(config.worker_start_timeout_s)
     return ray.train.torch.TorchTrainer(
-        train_fn_per_worker,
+        functools.partial(train_fn_per_worker, run_path=join_path(storage_path, name)),
         train_loop_config=config.to_dict(),
         scaling_config=create_scaling_config(config),
         run_config=create_run_config(

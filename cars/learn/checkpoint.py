@@ -21,10 +21,10 @@ from timm.models._hub import save_for_hf
 from timm.utils import unwrap_model
 from torch import nn
 
+from cars.learn.checkpoint_files import CHECKPOINT_FILE
 from cars.paths import resolve_path
 from cars.storage import atomic_path, join_path, local_copy
 
-CHECKPOINT_FILE = "checkpoint.pt"
 BEST_WEIGHTS_FILE = "model.safetensors"
 BEST_CONFIG_FILE = "config.json"
 

@@ -13,9 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cars.learn.checkpoint_files import HISTORY_FILE
 from cars.storage import exists, join_path, read_text, write_text
-
-HISTORY_FILE = "history.json"
 
 
 def write_history(directory: str | Path, history: Sequence[Mapping[str, Any]]) -> None:

@@ -11,6 +11,7 @@ an out-of-memory kill would.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -27,6 +28,7 @@ from ray.train.torch import TorchTrainer
 from cars.cluster.train import create_run_config, create_scaling_config
 from cars.config import TrainConfig
 from cars.runs import read_run
+from cars.storage import join_path
 
 
 @dataclass(frozen=True)
@@ -42,12 +44,15 @@ class WatchedWorker:
             Train has recorded the checkpoint of the epoch before it: a worker
             that dies before the controller has collected its last report
             rightly runs that epoch again.
+        run_path: where the run persists its checkpoints (set by
+            :func:`create_watched_trainer`).
     """
 
     log: str
     crash_in_epoch: int | None = None
     marker: str | None = None
     run_dir: str | None = None
+    run_path: str = ""
 
     def __call__(self, loop_config: dict[str, Any]) -> None:
         import ray.train
@@ -75,7 +80,7 @@ class WatchedWorker:
 
         ray.train.report = logged_report
         loop.train_one_epoch = crashing_epoch
-        train_fn_per_worker(loop_config)
+        train_fn_per_worker(loop_config, run_path=self.run_path)
 
     def _crashes_now(self, epochs_started: int, rank: int, world_size: int) -> bool:
         if self.crash_in_epoch is None or self.marker is None or rank != world_size - 1:
@@ -105,7 +110,7 @@ def create_watched_trainer(
 ) -> TorchTrainer:
     """The ``TorchTrainer`` that ``create_trainer`` builds, its workers watched."""
     return TorchTrainer(
-        watched,
+        dataclasses.replace(watched, run_path=join_path(storage_path, name)),
         train_loop_config=config.to_dict(),
         scaling_config=create_scaling_config(config),
         run_config=create_run_config(config, storage_path=storage_path, name=name),

@@ -116,14 +116,20 @@ def test_a_half_written_or_half_deleted_checkpoint_is_no_checkpoint(
     run_path: str, tmp_path: Path
 ) -> None:
     _persist_epochs(tmp_path, run_path, range(1, 3))
-    # A write stopped before its history, or a deletion after it (history goes first)...
+    # A write stopped before its history, or a deletion after it (history goes first);
+    # and a copy or a deletion in another order (Ray Train's), stopped with the history
+    # there but not the weights...
     partial = _write_local_checkpoint(tmp_path / "partial", 3)
     (partial / HISTORY_FILE).unlink()
+    weightless = _write_local_checkpoint(tmp_path / "weightless", 5)
+    (weightless / "checkpoint.pt").unlink()
     if "://" in run_path:
         filesystem, path = pyarrow.fs.FileSystem.from_uri(run_path)
-        pyarrow.fs.copy_files(str(partial), f"{path}/epoch-0003", destination_filesystem=filesystem)
+        for folder, name in ((partial, "epoch-0003"), (weightless, "epoch-0005")):
+            pyarrow.fs.copy_files(str(folder), f"{path}/{name}", destination_filesystem=filesystem)
     else:
         shutil.copytree(partial, Path(run_path, "epoch-0003"))
+        shutil.copytree(weightless, Path(run_path, "epoch-0005"))
         # ...and a local write staged beside its final name.
         staged = _write_local_checkpoint(Path(run_path) / ".epoch-0004.partial-1234", 4)
         assert (staged / HISTORY_FILE).is_file()
