@@ -18,6 +18,7 @@ import torch
 from cars.config import BEST_SCORE, SCORE, TrainConfig, selection_scores
 from cars.data import DatasetInfo
 from cars.learn.checkpoint import save_checkpoint
+from cars.learn.checkpoint_files import CHECKPOINT_FILE
 from cars.learn.gradcam import POINTING_TOLERANCE
 from cars.learn.history import write_history
 from cars.learn.model import build_model, head_parameters
@@ -158,6 +159,7 @@ def test_the_checkpoint_kept_and_chosen_is_the_best_epochs(tmp_path: Path) -> No
     for epoch in range(1, len(history) + 1):
         local = tmp_path / "local" / str(epoch)
         write_history(local, history[:epoch])
+        (local / CHECKPOINT_FILE).write_bytes(b"weights of epoch %d" % epoch)
         persist_checkpoint(local, run, epoch)
         # Ray Train's CheckpointConfig(num_to_keep=2, SCORE): the highest, the later of equals.
         prune_checkpoints(read_run(run), 2)
