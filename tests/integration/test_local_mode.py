@@ -163,14 +163,20 @@ def test_tune_restarts_a_killed_one_worker_trial_from_its_last_checkpoint(
     assert ray.available_resources().get("CPU", 0) == pytest.approx(2)
 
 
-# What both scripts below share: a one-CPU Ray, a wait on state that fails loudly,
-# and, once the actor's process is gone (so its log files are whole), what it printed.
-_HEAD = """
+# Four actors on one one-CPU Ray, one case after another: an actor that exits slowly, as
+# a process that trained a run does (Ray's shutdown, the finalizers of torch and a model),
+# and is sent SIGTERM meanwhile, as Ray ends its workers; and an actor whose task frees an
+# object and is sent SIGTERM while the object's weakref callback runs (as freeing a
+# model's tensors does, in the task's own thread), where Ray's handler raises SystemExit
+# and Python can only print it. Each either ends quietly on SIGTERM or is as Ray leaves
+# it. Each case waits on the state it needs, failing loudly, and once the actor's process
+# is gone (so its log files are whole) prints what it printed, after a line naming the case.
+_SIGTERM_CASES = """
 import atexit, glob, os, signal, sys, time, weakref
 import ray
 from cars.cluster.signals import end_quietly_on_sigterm
 
-context = ray.init(address="local", num_cpus=1, logging_level="WARNING")
+context = ray.init(address="local", num_cpus=1, logging_level="WARNING", log_to_driver=False)
 
 def wait_for(condition, what):
     deadline = time.monotonic() + 60
@@ -178,23 +184,13 @@ def wait_for(condition, what):
         if time.monotonic() > deadline:
             sys.exit(f"timed out waiting for {what}")
         time.sleep(0.1)
-"""
-_TAIL = """
-wait_for(lambda: not os.path.exists(f"/proc/{pid}"), "the actor's process to end")
-print("exited")
-logs = os.path.join(context.address_info["session_dir"], "logs", f"worker-*-{pid}.*")
-for log in sorted(glob.glob(logs)):
-    print(open(log).read())
-"""
 
-# An actor that exits slowly, as a process that trained a run does (Ray's shutdown and the
-# finalizers of torch and a model), and is sent SIGTERM meanwhile, as Ray ends its workers.
-_SLOW_EXIT = (
-    _HEAD
-    + """
+class Model:
+    pass
+
 @ray.remote
 class Trial:
-    def train(self, quiet, exiting):
+    def exit_slowly(self, quiet, exiting):
         atexit.register(time.sleep, 20)  # a slow exit
         # Exit callbacks run last registered first: this one says the exit has begun.
         atexit.register(lambda: open(exiting, "w").close())
@@ -202,27 +198,6 @@ class Trial:
             end_quietly_on_sigterm()
         return os.getpid()
 
-exiting = os.path.abspath("exiting")
-trial = Trial.remote()
-pid = ray.get(trial.train.remote(sys.argv[1] == "quiet", exiting))
-trial.__ray_terminate__.remote()
-wait_for(lambda: os.path.exists(exiting), "the actor's exit to begin")
-os.kill(pid, signal.SIGTERM)
-"""
-    + _TAIL
-)
-
-# An actor whose task frees an object and is sent SIGTERM while the object's weakref
-# callback runs (as freeing a model's tensors does, in the task's own thread): Ray's
-# handler raises SystemExit there, where Python can only print it.
-_IN_A_CALLBACK = (
-    _HEAD
-    + """
-class Model:
-    pass
-
-@ray.remote
-class Trial:
     def train(self, quiet, freeing):
         if quiet:
             end_quietly_on_sigterm()
@@ -238,39 +213,72 @@ class Trial:
     def free(self):
         del self.model
 
-freeing = os.path.abspath("freeing")
-trial = Trial.remote()
-pid = ray.get(trial.train.remote(sys.argv[1] == "quiet", freeing))
-freed = trial.free.remote()
-wait_for(lambda: os.path.exists(freeing), "the weakref callback")
-os.kill(pid, signal.SIGTERM)
-try:
-    ray.get(freed, timeout=60)
-except ray.exceptions.RayError:
-    pass  # the actor may end with the signal
-ray.kill(trial)
+def at_exit(quiet, mark):
+    trial = Trial.remote()
+    pid = ray.get(trial.exit_slowly.remote(quiet, mark))
+    trial.__ray_terminate__.remote()
+    wait_for(lambda: os.path.exists(mark), "the actor's exit to begin")
+    os.kill(pid, signal.SIGTERM)
+    return pid
+
+def in_a_callback(quiet, mark):
+    trial = Trial.remote()
+    pid = ray.get(trial.train.remote(quiet, mark))
+    freed = trial.free.remote()
+    wait_for(lambda: os.path.exists(mark), "the weakref callback")
+    os.kill(pid, signal.SIGTERM)
+    try:
+        ray.get(freed, timeout=60)
+    except ray.exceptions.RayError:
+        pass  # the actor may end with the signal
+    ray.kill(trial)
+    return pid
+
+for case in sys.argv[1:]:
+    script, mode = case.split(":")
+    mark = os.path.abspath(case.replace(":", "-"))
+    pid = {"at-exit": at_exit, "in-a-callback": in_a_callback}[script](mode == "quiet", mark)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), "the actor's process to end")
+    print(f"=== {case} exited")
+    logs = os.path.join(context.address_info["session_dir"], "logs", f"worker-*-{pid}.*")
+    for log in sorted(glob.glob(logs)):
+        print(open(log).read())
 """
-    + _TAIL
-)
+_SIGTERM_SCRIPTS = ("at-exit", "in-a-callback")
+_SIGTERM_MODES = {True: "quiet", False: "as-ray-leaves-it"}
 
 
-@pytest.mark.parametrize("quiet", [True, False])
-@pytest.mark.parametrize("script", [_SLOW_EXIT, _IN_A_CALLBACK], ids=["at-exit", "in-a-callback"])
-def test_a_sigterm_ray_sends_a_trained_process_prints_no_traceback(
-    script: str, quiet: bool, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def sigterm_cases(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
+    """The driver's own output, and what each case's actor printed, by case."""
+    cases = [f"{script}:{mode}" for script in _SIGTERM_SCRIPTS for mode in _SIGTERM_MODES.values()]
     done = subprocess.run(
-        [sys.executable, "-c", script, "quiet" if quiet else "as-ray-leaves-it"],
-        cwd=tmp_path,
+        [sys.executable, "-c", _SIGTERM_CASES, *cases],
+        cwd=tmp_path_factory.mktemp("sigterm"),
         env=job_env(),
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-3000:]
-    assert "exited" in done.stdout, output[-3000:]
+    driver = done.stdout + done.stderr
+    assert done.returncode == 0, driver[-3000:]
+    printed = {}
+    for section in done.stdout.split("=== ")[1:]:
+        case, _, rest = section.partition(" exited\n")
+        printed[case] = rest
+    assert sorted(printed) == sorted(cases), driver[-3000:]
+    return done.stderr, printed
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+@pytest.mark.parametrize("script", _SIGTERM_SCRIPTS)
+def test_a_sigterm_ray_sends_a_trained_process_prints_no_traceback(
+    script: str, quiet: bool, sigterm_cases: tuple[str, dict[str, str]]
+) -> None:
+    driver_errors, printed = sigterm_cases
+    output = printed[f"{script}:{_SIGTERM_MODES[quiet]}"]
     # Ray's own handler raises SystemExit where Python can only print it.
     shown = "Exception ignored" in output or "Traceback" in output
     assert shown != quiet, output[-3000:]
+    assert "Traceback" not in driver_errors, driver_errors[-3000:]
