@@ -2,6 +2,7 @@
 
     python benchmarks/ray_bundle.py --out /tmp/ray-bundle            # sizes only
     python benchmarks/ray_bundle.py --out /tmp/ray-bundle --python 3.12 --limit-mib 64
+    python benchmarks/ray_bundle.py --out /tmp/ray-bundle --carry .whl   # ready to carry
 
 The GPU machine runs Python 3.12 with torch, timm, pandas, pyarrow and scipy but no Ray,
 and a call brings at most 64 MiB of files. This downloads the Ray wheel this project
@@ -9,14 +10,17 @@ pins for that Python, repacks it as an xz tarball without what a sweep never loa
 (the Java jars, the dashboard's web client, RLlib, Serve, Ray LLM), downloads the
 wheels the machine lacks, and prints each size and the total against the limit, for
 two bundles: what a sweep needs to train, and the same plus what its report needs
-(Grad-CAM, with OpenCV under it). Extracted into one folder on ``PYTHONPATH`` (the
-repacked tarball as it is, the wheels unzipped), the bundle is importable there.
+(Grad-CAM; OpenCV and scikit-learn under it are on the machine already). Extracted
+into one folder on ``PYTHONPATH`` (the repacked tarball as it is, the wheels
+installed with ``pip --target``), the bundle is importable there; the whole call is
+in ``benchmarks/results/README.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import lzma
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -31,8 +35,19 @@ DROPPED = ("ray/jars/", "ray/dashboard/client/", "ray/rllib/", "ray/serve/", "ra
 FOR_TRAINING = ("jsonschema", "tensorboardX", "pydantic", "simplejpeg")
 # The report's Grad-CAM: pytorch-grad-cam imports OpenCV, ttach and scikit-learn.
 FOR_REPORT = ("grad-cam>=1.5.4,<2", "ttach", "opencv-python-headless", "scikit-learn")
-# Already on the machine, pulled in again only as dependencies of the above.
-PRESENT = ("numpy", "protobuf", "packaging", "typing_extensions", "scipy", "pillow")
+# Already on the machine (the device tool's KINDS.md lists its packages), pulled in
+# again only as dependencies of the above: OpenCV and scikit-learn, which Grad-CAM
+# imports, among them.
+# protobuf and typing_extensions travel all the same: Ray's generated code and
+# pydantic need versions newer than an image may hold, and they weigh 0.4 MiB.
+PRESENT = (
+    "numpy",
+    "packaging",
+    "scipy",
+    "pillow",
+    "opencv_python_headless",
+    "scikit_learn",
+)
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64")
 
 
@@ -83,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the downloads")
     parser.add_argument("--python", default="3.12", help="the GPU machine's Python")
     parser.add_argument("--limit-mib", type=float, default=64.0)
+    parser.add_argument(
+        "--carry",
+        type=Path,
+        help="also gather the bundle here, ready to carry: the tarball and every wheel "
+        "(an sdist built into one)",
+    )
     args = parser.parse_args(argv)
     ray_folder, training, report = (args.out / n for n in ("ray", "training", "report"))
     for folder in (ray_folder, training, report):
@@ -108,7 +129,23 @@ def main(argv: list[str] | None = None) -> int:
         total += sum(f.stat().st_size for f in carried(folder))
         verdict = "fits" if total <= limit else "does not fit"
         print(f"Ray + what a sweep needs to {name}: {mib(total)}, {verdict} in {mib(limit)}")
+    if args.carry is not None:
+        gather(args.carry, tarball, [*carried(training), *carried(report)])
     return 0
+
+
+def gather(folder: Path, tarball: Path, files: list[Path]) -> None:
+    """The tarball and the wheels in ``folder``, each sdist built into a wheel there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(tarball, folder / tarball.name)
+    for file in files:
+        if file.suffix == ".whl":
+            shutil.copy2(file, folder / file.name)
+        else:
+            command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(folder)]
+            subprocess.run([*command, str(file)], check=True)
+    total = sum(f.stat().st_size for f in folder.iterdir())
+    print(f"gathered in {folder}: {mib(total)}")
 
 
 if __name__ == "__main__":
