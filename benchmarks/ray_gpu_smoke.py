@@ -25,17 +25,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from gpu_check import run_logged  # beside this script, as Python runs it
 
-ROOT = Path(__file__).resolve().parent.parent
 TRIAL_FIGURES = (
     "regime",
     "augment",
@@ -46,13 +43,6 @@ TRIAL_FIGURES = (
     "seconds_per_epoch",
     "images_per_second",
 )
-
-
-def count_gpus() -> int:
-    """CUDA devices this process can see."""
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def sweep_commands(image_size: int, gpus: int, cpu: bool) -> dict[str, list[str]]:
@@ -72,30 +62,10 @@ def run_sweep(
     """One sweep under ``limit_s``: its exit status, seconds, and its trials' figures."""
     storage, reports = work / name / "runs", work / name / "reports"
     full = [*command, "--name", name, "--storage", str(storage), "--reports", str(reports)]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        "PYTHONUNBUFFERED": "1",
-    }
-    started = time.perf_counter()
-    with (out / f"ray-smoke-{name}.log").open("w") as log:
-        try:
-            done = subprocess.run(
-                full,
-                check=False,
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=limit_s,
-            )
-            status = f"exit status {done.returncode}"
-        except subprocess.TimeoutExpired:
-            status = f"stopped at {limit_s:.0f} s"
-    seconds = time.perf_counter() - started
+    code, seconds = run_logged(full, out / f"ray-smoke-{name}.log", limit_s)
     return {
         "command": " ".join(full[1:]),
-        "status": status,
+        "status": f"stopped at {limit_s:.0f} s" if code is None else f"exit status {code}",
         "seconds": seconds,
         "trials": read_trials(storage, name),
     }
@@ -162,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     import torch
 
-    gpus = count_gpus()
+    gpus = torch.cuda.device_count()
     now = datetime.datetime.now(datetime.UTC)
     record: dict[str, Any] = {
         "date": now.strftime("%Y-%m-%d"),
