@@ -35,11 +35,10 @@ WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 HEALTH_CHECK_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 # How often the controller polls its workers (Ray's default: every 2 s). A worker's
 # report waits in a queue of one until the controller's next poll takes the one
-# before it, and the run's start and end are seen at a poll too: at 2 s a short run
-# loses about a second an epoch and seconds at its start and end. On 2 CPUs a smoke
-# sweep's two-worker trial took about 20 s at 0.5 s and 18 s at 0.2 s; a poll is one
-# small call per worker, five a second. A value the user exported wins.
-HEALTH_CHECK_INTERVAL_S = "0.2"
+# before it, and the run's end is seen at a poll too: at 2 s a short run loses about
+# a second an epoch and seconds at its start and end, at 0.5 s a quarter of that; a
+# poll is one small call per worker. A value the user exported wins.
+HEALTH_CHECK_INTERVAL_S = "0.5"
 
 
 class TrainingError(RuntimeError):
