@@ -26,6 +26,11 @@ torch and then the training loop's modules (timm, torchvision, pandas), opening
 the data set and building the model.
 
     python benchmarks/bench_trial_overhead.py [--path both|workers|local] [--epochs 2]
+
+``--poll-interval S`` sets how often a worker group's controller polls its workers
+(``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``; the project's default otherwise): run it once
+per value to see what polling costs a trial, e.g. ``--path workers --poll-interval 0.5``
+against ``--poll-interval 0.2``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from typing import Any
 
 from cars.cluster.runtime import init_ray
 from cars.cluster.sweep import create_tuner, plan_resources
+from cars.cluster.train import HEALTH_CHECK_INTERVAL_ENV, HEALTH_CHECK_INTERVAL_S
 from cars.data import SyntheticCars, prepare_synthetic, read_dataset_info
 from cars.runs import train_run_name
 from cars.sweep_config import SweepConfig, create_sweep_config
@@ -81,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=1, help="trials per path (median shown)")
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=float(os.environ.get(HEALTH_CHECK_INTERVAL_ENV, HEALTH_CHECK_INTERVAL_S)),
+        help="seconds between a worker group controller's polls of its workers",
+    )
     return parser.parse_args(argv)
 
 
@@ -174,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         prepare_synthetic(
             data, SyntheticCars(4, train_per_class=10, test_per_class=4), progress=False
         )
+        # Before Ray starts: the trials' processes take the environment of this one.
+        os.environ[HEALTH_CHECK_INTERVAL_ENV] = str(args.poll_interval)
         init_ray(num_cpus=2)
         figures: dict[str, dict[str, float]] = {}
         for path in paths:
@@ -187,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
 
     print(
         f"\none-worker smoke trial: frozen, {args.epochs} epochs of {images} training images at "
-        f"{args.image_size}px on 2 CPUs, median of {args.repeats}; seconds "
+        f"{args.image_size}px on 2 CPUs, median of {args.repeats}, worker groups polled "
+        f"every {args.poll_interval:g} s; seconds "
         f"(load average now {os.getloadavg()[0]:.1f}: other processes slow imports down)"
     )
     print(f"{'':16}" + "".join(f"{path:>10}" for path in paths))
