@@ -13,8 +13,6 @@ import pandas as pd
 import pytest
 from job_runner import (
     head_env,
-    job_command,
-    job_env,
     ray_cli,
     readme_head_commands,
     run_job,
@@ -178,49 +176,3 @@ def test_train_job_prints_each_epoch_and_where_results_went(
     assert f"Result: {tmp_path / 'runs' / 'one-run'}" in output
     assert "Best checkpoint (val_acc, then val_loss): " in output
     assert (tmp_path / "runs" / "one-run" / "epoch-0002" / "checkpoint.pt").is_file()
-
-
-BAD_INPUTS = [
-    ("sweep", ["--preset", "full"], "pass --data"),
-    ("sweep", ["--data", "nowhere"], "does not exist"),
-    ("sweep", ["--resume", "--name", "nothing", "--storage", "runs-x"], "no sweep named"),
-    ("report", ["--sweep", "nowhere"], "not a sweep of this project"),
-    ("train", ["--data", "nowhere"], "does not exist"),
-    ("train", ["--data", "x", "--regime", "scratch", "--weights", "imagenet"], "weights="),
-]
-
-
-@pytest.fixture(scope="module")
-def bad_input_jobs(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[dict[int, tuple[Path, subprocess.Popen]]]:
-    """Every bad-input job started at once, as its own process: each spends most of its
-    seconds importing, which two cores do side by side. Case -> (its folder, its process)."""
-    jobs = {}
-    for case, (job, args, _) in enumerate(BAD_INPUTS):
-        cwd = tmp_path_factory.mktemp(f"bad-input-{case}")
-        with (cwd / "stdout").open("w") as out, (cwd / "stderr").open("w") as err:
-            jobs[case] = (
-                cwd,
-                subprocess.Popen(
-                    job_command(job, args), cwd=cwd, env=job_env(), stdout=out, stderr=err
-                ),
-            )
-    yield jobs
-    for _, process in jobs.values():
-        process.kill()
-        process.wait()
-
-
-@pytest.mark.parametrize(
-    "case", range(len(BAD_INPUTS)), ids=[f"{job}-{message}" for job, _, message in BAD_INPUTS]
-)
-def test_bad_input_exits_2_with_a_clear_message(
-    case: int, bad_input_jobs: dict[int, tuple[Path, subprocess.Popen]]
-) -> None:
-    cwd, process = bad_input_jobs[case]
-    returncode = process.wait(timeout=300)
-    stdout, stderr = (cwd / "stdout").read_text(), (cwd / "stderr").read_text()
-    assert returncode == 2, stdout + stderr
-    assert BAD_INPUTS[case][2] in stderr
-    assert "Traceback" not in stderr
