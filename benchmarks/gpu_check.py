@@ -251,6 +251,15 @@ def read_test_results(junit: Path) -> list[dict[str, str]]:
     return rows
 
 
+def cuda_tests_argv(files: Sequence[str]) -> list[str]:
+    """pytest's arguments for the CUDA tests in ``files``, in one process.
+
+    Not the project's ``addopts``: they run the tests in two processes through
+    pytest-xdist, which the GPU machine lacks.
+    """
+    return ["-o", "addopts=-ra --strict-markers", "-m", "cuda", "-p", "no:cacheprovider", *files]
+
+
 def run_tests(out: Path, blocked: Sequence[str], limit_s: float) -> dict[str, Any]:
     """The CUDA tests through pytest; their outcome per test and in all."""
     files, notes = select_test_files()
@@ -261,7 +270,7 @@ def run_tests(out: Path, blocked: Sequence[str], limit_s: float) -> dict[str, An
             "cases": [],
         }
     junit = out / "cuda-tests.xml"
-    argv = ["-m", "cuda", "-p", "no:cacheprovider", "-q", "-rs", f"--junitxml={junit}", *files]
+    argv = [*cuda_tests_argv(files), "-q", "-rs", f"--junitxml={junit}"]
     code, seconds = run_logged(
         python_command(blocked, "module:pytest", argv), out / "cuda-tests.log", limit_s
     )

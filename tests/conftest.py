@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from s3_server import s3_environment
@@ -19,6 +21,15 @@ TINY_VAL_FRACTION = 0.25
 S3_BUCKET = "cars-test"
 
 
+# Every test under it starts or joins a Ray: its own local Ray, `ray start` heads (which
+# `ray stop` ends with every other Ray of the machine), clusters of several nodes, or the
+# session's shared local Ray; and two local Rays at once confuse Ray's state API.
+RAY_TESTS = "tests/integration/"
+# How much nicer the other tests run beside them: the Ray tests' timing is what a slow
+# machine strains, and these take the CPU the Ray tests leave idle.
+BESIDE_RAY_NICENESS = 10
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         kind = Path(str(item.fspath)).resolve().relative_to(TESTS_DIR).parts[0]
@@ -27,6 +38,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # The tests on the shared Ray first, together, so that it starts once (see
     # tests/integration/conftest.py); the order within each group is kept.
     items.sort(key=lambda item: "ray_cluster" not in getattr(item, "fixturenames", ()))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``-n``: every Ray test in one process, in collection order, the others beside.
+
+    The Ray tests are one unit of work, sent first, so that the process that takes them
+    runs them in the order above and nothing else until they are done; the other
+    tests' modules go one at a time to whichever process is free. An explicit ``--dist``
+    other than ``load`` keeps its own scheduling.
+    """
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RayTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return RAY_TESTS if nodeid.startswith(RAY_TESTS) else super()._split_scope(nodeid)
+
+    config.option.loadscopereorder = False  # the work in collection order: Ray tests first
+    return RayTestsTogether(config, log)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A process running tests beside the Ray tests runs them nicer (``BESIDE_RAY_NICENESS``)."""
+    if not item.nodeid.startswith(RAY_TESTS) and os.environ.get("PYTEST_XDIST_WORKER"):
+        niceness = os.nice(0)
+        if niceness < BESIDE_RAY_NICENESS:
+            os.nice(BESIDE_RAY_NICENESS - niceness)
 
 
 @pytest.fixture(scope="session")

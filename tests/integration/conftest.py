@@ -70,6 +70,31 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         SharedRay.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ray_tests_in_one_process(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Fails a run whose Ray tests a second pytest-xdist process took up.
+
+    Two processes running them at once would start two local Rays (see ``SharedRay``),
+    and one's ``ray stop`` would end the other's clusters; ``tests/conftest.py`` sends
+    them all to one. Each process of a run has a base folder of its own in the run's.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        return
+    claim = tmp_path_factory.getbasetemp().parent / "ray-tests-process"
+    try:
+        with claim.open("x") as out:
+            out.write(worker)
+    except FileExistsError:
+        owner = claim.read_text()
+        if owner != worker:
+            pytest.fail(
+                f"the Ray tests run in two pytest-xdist processes, {owner} and {worker}: "
+                "tests/conftest.py's scheduler must send every test under "
+                "tests/integration/ to one (or run with -n 0)"
+            )
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
     """The shared 2-CPU local Ray (see ``SharedRay``), shut down after the session."""

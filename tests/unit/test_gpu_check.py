@@ -150,7 +150,8 @@ def test_the_markdown_table_compares_each_rung_with_today_and_the_last(tmp_path:
 @pytest.mark.slow
 def test_the_cuda_tests_are_collected_without_ray() -> None:
     files, _ = gpu_check.select_test_files()
-    argv = ["--collect-only", "-q", "-m", "cuda", "-p", "no:cacheprovider", *files]
+    # The GPU machine has no pytest-xdist either: `-p no:xdist` leaves it out here.
+    argv = [*gpu_check.cuda_tests_argv(files), "--collect-only", "-q", "-p", "no:xdist"]
     command = gpu_check.python_command(gpu_check.ABSENT_ON_GPU_MACHINE, "module:pytest", argv)
     done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
