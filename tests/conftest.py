@@ -63,7 +63,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A process running tests beside the Ray tests runs them nicer (``BESIDE_RAY_NICENESS``)."""
-    if not item.nodeid.startswith(RAY_TESTS) and os.environ.get("PYTEST_XDIST_WORKER"):
+    if item.get_closest_marker("integration") is None and os.environ.get("PYTEST_XDIST_WORKER"):
         niceness = os.nice(0)
         if niceness < BESIDE_RAY_NICENESS:
             os.nice(BESIDE_RAY_NICENESS - niceness)
